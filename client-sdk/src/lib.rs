@@ -1,0 +1,1 @@
+//! Minka client SDK.

@@ -1,0 +1,335 @@
+//! One WebSocket connection at `/sync`: the automerge-repo v1 handshake, routing of `request`,
+//! `sync` and `ephemeral` to the hub, heartbeat, token expiry, and bad-input handling.
+//!
+//! Bad input closes only this connection, after an `error` message saying what was wrong: a frame
+//! that is not CBOR or not a known message, a text frame, a message before `join`, a frame over
+//! `--max-frame-bytes`. An invalid document id gets an `error` and the connection stays open.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use crdt_core::wire::{ErrorMessage, Message, PeerMessage, PeerMetadata, PROTOCOL_V1};
+use crdt_core::DocumentId;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{now_unix, AuthUser};
+use crate::error::ApiError;
+use crate::hub::{DocCmd, Hub, Killer, PeerHandle};
+use crate::metrics::Metrics;
+use crate::AppState;
+
+/// Limits of a connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    pub max_frame_bytes: usize,
+    pub send_queue: usize,
+    pub heartbeat: Duration,
+    /// The server's storage id, announced in `peer`.
+    pub storage_id: String,
+}
+
+/// Live connections by announced peer id, so a second `join` with the same id replaces the first.
+#[derive(Default)]
+pub struct PeerRegistry {
+    peers: Mutex<HashMap<String, (u64, Arc<Killer>)>>,
+}
+
+impl PeerRegistry {
+    fn claim(&self, peer_id: &str, conn_id: u64, killer: Arc<Killer>) {
+        let old = self
+            .peers
+            .lock()
+            .unwrap()
+            .insert(peer_id.to_string(), (conn_id, killer));
+        if let Some((old_conn, old_killer)) = old {
+            if old_conn != conn_id {
+                old_killer.kill("replaced by a new connection with the same peer id");
+            }
+        }
+    }
+
+    fn release(&self, peer_id: &str, conn_id: u64) {
+        let mut peers = self.peers.lock().unwrap();
+        if peers.get(peer_id).is_some_and(|(c, _)| *c == conn_id) {
+            peers.remove(peer_id);
+        }
+    }
+}
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// `GET /sync`: authenticates (401 before any upgrade), then upgrades to a WebSocket.
+pub async fn sync_ws(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = state
+        .keys
+        .authenticate(&req)
+        .map_err(ApiError::Unauthorized)?;
+    let (response, session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let max = state.conn.max_frame_bytes;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    let conn = Connection {
+        id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+        user: Arc::new(user),
+        hub: state.hub.clone(),
+        metrics: state.metrics.clone(),
+        config: state.conn.clone(),
+        registry: state.registry.clone(),
+        shutdown: state.shutdown.clone(),
+        killer: Arc::new(Killer::default()),
+        peer: None,
+        docs: HashSet::new(),
+    };
+    tracing::debug!(conn = conn.id, user = %conn.user.user, "connection opened");
+    actix_web::rt::spawn(conn.run(session, stream));
+    Ok(response)
+}
+
+/// Why a connection ends.
+enum End {
+    /// Close with this code and reason, after an `error` message if `error` is set.
+    Close {
+        code: CloseCode,
+        reason: String,
+        error: bool,
+    },
+    /// The client went away.
+    Gone,
+}
+
+impl End {
+    fn bad_input(reason: impl Into<String>) -> Self {
+        End::Close {
+            code: CloseCode::Policy,
+            reason: reason.into(),
+            error: true,
+        }
+    }
+}
+
+struct Connection {
+    id: u64,
+    user: Arc<AuthUser>,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+    config: ConnConfig,
+    registry: Arc<PeerRegistry>,
+    shutdown: CancellationToken,
+    killer: Arc<Killer>,
+    peer: Option<PeerHandle>,
+    docs: HashSet<DocumentId>,
+}
+
+impl Connection {
+    async fn run(mut self, mut session: Session, mut stream: AggregatedMessageStream) {
+        self.metrics.connections.inc();
+        self.metrics.connections_total.add(1);
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(self.config.send_queue);
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+        heartbeat.tick().await;
+        let mut last_seen = Instant::now();
+        let expires_in = Duration::from_secs(self.user.exp.saturating_sub(now_unix()));
+        let expiry = tokio::time::sleep(expires_in);
+        tokio::pin!(expiry);
+        let kill = self.killer.token().clone();
+
+        let end = loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break End::Close { code: CloseCode::Away, reason: "server shutting down".into(), error: false },
+                _ = kill.cancelled() => break End::Close {
+                    code: CloseCode::Policy,
+                    reason: self.killer.reason().unwrap_or_else(|| "closed by server".into()),
+                    error: true,
+                },
+                _ = &mut expiry => break End::Close { code: CloseCode::Policy, reason: "token expired".into(), error: true },
+                Some(frame) = out_rx.recv() => {
+                    self.metrics.bytes_out.add(frame.len() as u64);
+                    self.metrics.messages_out.add(1);
+                    if session.binary(frame).await.is_err() { break End::Gone; }
+                }
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() > self.config.heartbeat * 2 {
+                        break End::Close { code: CloseCode::Away, reason: "heartbeat timeout".into(), error: false };
+                    }
+                    if session.ping(b"").await.is_err() { break End::Gone; }
+                }
+                msg = stream.recv() => {
+                    last_seen = Instant::now();
+                    match msg {
+                        None => break End::Gone,
+                        Some(Err(e)) => break End::bad_input(match e {
+                            actix_ws::ProtocolError::Overflow => format!("frame exceeds the limit of {} bytes", self.config.max_frame_bytes),
+                            other => format!("websocket protocol error: {other}"),
+                        }),
+                        Some(Ok(AggregatedMessage::Binary(bytes))) => {
+                            self.metrics.bytes_in.add(bytes.len() as u64);
+                            self.metrics.messages_in.add(1);
+                            if let Err(end) = self.handle_frame(&bytes, &out_tx).await { break end; }
+                        }
+                        Some(Ok(AggregatedMessage::Text(_))) => break End::bad_input("text frames are not part of the protocol; send binary CBOR"),
+                        Some(Ok(AggregatedMessage::Ping(p))) => { if session.pong(&p).await.is_err() { break End::Gone; } }
+                        Some(Ok(AggregatedMessage::Pong(_))) => {}
+                        Some(Ok(AggregatedMessage::Close(_))) => break End::Gone,
+                    }
+                }
+            }
+        };
+
+        if let End::Close {
+            code,
+            reason,
+            error,
+        } = end
+        {
+            if error {
+                self.metrics.protocol_errors.add(1);
+                tracing::info!(conn = self.id, user = %self.user.user, %reason, "closing connection");
+                let msg = self.error_message(reason.clone());
+                // Flush what was queued (it may include the reason for the close) before the error.
+                while let Ok(frame) = out_rx.try_recv() {
+                    let _ = session.binary(frame).await;
+                }
+                let _ = session.binary(msg.encode()).await;
+            }
+            let _ = session
+                .close(Some(CloseReason {
+                    code,
+                    description: Some(reason.chars().take(120).collect()),
+                }))
+                .await;
+        }
+        self.cleanup();
+    }
+
+    fn cleanup(&mut self) {
+        if let Some(peer) = &self.peer {
+            self.registry.release(&peer.peer_id, self.id);
+        }
+        for doc in self.docs.drain() {
+            self.hub
+                .send_if_loaded(doc, DocCmd::Leave { conn_id: self.id });
+        }
+        self.metrics.connections.dec();
+        tracing::debug!(conn = self.id, "connection closed");
+    }
+
+    fn error_message(&self, message: String) -> Message {
+        Message::Error(ErrorMessage {
+            sender_id: Some(self.hub.server_peer_id().to_string()),
+            target_id: self.peer.as_ref().map(|p| p.peer_id.clone()),
+            message,
+        })
+    }
+
+    /// Handles one binary frame; `Err` ends the connection.
+    async fn handle_frame(&mut self, bytes: &[u8], out: &mpsc::Sender<Vec<u8>>) -> Result<(), End> {
+        let msg = Message::decode(bytes)
+            .map_err(|e| End::bad_input(format!("malformed message: {e}")))?;
+        let Some(peer) = self.peer.clone() else {
+            let Message::Join(join) = msg else {
+                return Err(End::bad_input(format!(
+                    "expected `join` first, got `{}`",
+                    msg.type_name()
+                )));
+            };
+            if !join
+                .supported_protocol_versions
+                .iter()
+                .any(|v| v == PROTOCOL_V1)
+            {
+                return Err(End::bad_input(format!(
+                    "unsupported protocol versions {:?}; this server speaks \"1\"",
+                    join.supported_protocol_versions
+                )));
+            }
+            let handle = PeerHandle::new(
+                self.id,
+                join.sender_id.clone(),
+                self.user.clone(),
+                out.clone(),
+                self.killer.clone(),
+                self.metrics.clone(),
+            );
+            self.registry
+                .claim(&join.sender_id, self.id, self.killer.clone());
+            handle.send(&Message::Peer(PeerMessage {
+                sender_id: self.hub.server_peer_id().to_string(),
+                target_id: join.sender_id,
+                selected_protocol_version: PROTOCOL_V1.to_string(),
+                peer_metadata: Some(PeerMetadata::new(Some(&self.config.storage_id), false)),
+                metadata: None,
+            }));
+            self.peer = Some(handle);
+            return Ok(());
+        };
+        let parse = |doc: &str| {
+            doc.parse::<DocumentId>()
+                .map_err(|e| format!("invalid document id {doc:?}: {e}"))
+        };
+        let (id, cmd) = match msg {
+            Message::Join(_) => return Err(End::bad_input("`join` sent twice on one connection")),
+            Message::Request(m) => (
+                parse(&m.document_id),
+                DocCmd::Sync {
+                    peer: peer.clone(),
+                    data: m.data,
+                    request: true,
+                },
+            ),
+            Message::Sync(m) => (
+                parse(&m.document_id),
+                DocCmd::Sync {
+                    peer: peer.clone(),
+                    data: m.data,
+                    request: false,
+                },
+            ),
+            Message::Ephemeral(m) => (
+                parse(&m.document_id),
+                DocCmd::Ephemeral {
+                    from: peer.clone(),
+                    msg: m,
+                },
+            ),
+            Message::Leave(_) => {
+                return Err(End::Close {
+                    code: CloseCode::Normal,
+                    reason: "peer left".into(),
+                    error: false,
+                })
+            }
+            // Informational messages a client may send; the server needs nothing from them.
+            Message::DocUnavailable(_)
+            | Message::RemoteSubscriptionChange(_)
+            | Message::RemoteHeadsChanged(_)
+            | Message::Peer(_)
+            | Message::Error(_) => return Ok(()),
+        };
+        let id = match id {
+            Ok(id) => id,
+            Err(text) => {
+                peer.send(&self.error_message(text));
+                return Ok(());
+            }
+        };
+        self.docs.insert(id);
+        self.hub.send(id, cmd).await.map_err(|_| End::Close {
+            code: CloseCode::Away,
+            reason: "server shutting down".into(),
+            error: false,
+        })
+    }
+}

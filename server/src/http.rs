@@ -1,0 +1,30 @@
+//! Operational HTTP endpoints: health and metrics.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpResponse};
+
+use crate::auth::Authenticated;
+use crate::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// `GET /healthz`: 200 once the store is open and while the server is not shutting down.
+/// Open without a token so probes can use it; it reveals nothing.
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::Acquire) {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "stopping" }))
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition (needs a token, like the rest of the API).
+async fn metrics(_auth: Authenticated, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

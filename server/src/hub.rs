@@ -1,0 +1,713 @@
+//! The document hub: one task per loaded document.
+//!
+//! Connections send [`DocCmd`]s through a bounded channel; the document's task takes every command
+//! waiting (a batch), applies the incoming sync messages, writes the new changes as one incremental
+//! chunk, waits for the group commit (flush + fsync), and only then generates sync messages for every
+//! peer of the document. A peer therefore never sees heads from the server that are not durable.
+//!
+//! Idle documents with no peers are unloaded after [`HubConfig::idle_unload`], and the least
+//! recently used ones are evicted when more than [`HubConfig::max_loaded_docs`] are loaded.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{ActorId, Automerge, ChangeHash};
+use crdt_core::schema::{
+    apply_edits, DocType, DocumentHeader, Edit, IndexEntry, NewDocument, NewIndex,
+};
+use crdt_core::wire::{
+    DocUnavailableMessage, EphemeralMessage, ErrorMessage, Message, SyncMessage,
+};
+use crdt_core::{DocumentId, Ubigeo};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{now_unix, AuthUser};
+use crate::durability::Durability;
+use crate::metrics::Metrics;
+use crate::store::{ChunkLedger, DocStore};
+
+/// Tuning of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The server's peer id on the wire.
+    pub server_peer_id: String,
+    /// Most documents kept in memory; beyond it, idle ones are evicted least recently used first.
+    pub max_loaded_docs: usize,
+    /// A document with no peers is unloaded after this long without commands.
+    pub idle_unload: Duration,
+    /// Capacity of each document's command channel.
+    pub doc_queue: usize,
+    /// Most commands handled in one batch.
+    pub max_batch: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            server_peer_id: "minka-server".into(),
+            max_loaded_docs: 10_000,
+            idle_unload: Duration::from_secs(60),
+            doc_queue: 1024,
+            max_batch: 512,
+        }
+    }
+}
+
+/// The sending half of a connection, as the hub sees it.
+#[derive(Clone)]
+pub struct PeerHandle {
+    pub conn_id: u64,
+    /// The peer id the client announced in `join`.
+    pub peer_id: String,
+    pub user: Arc<AuthUser>,
+    out: mpsc::Sender<Vec<u8>>,
+    kill: Arc<Killer>,
+    metrics: Arc<Metrics>,
+}
+
+/// Ends a connection from outside its task, with a reason it reports to the client.
+#[derive(Default)]
+pub struct Killer {
+    token: CancellationToken,
+    reason: Mutex<Option<String>>,
+}
+
+impl Killer {
+    pub fn kill(&self, reason: impl Into<String>) {
+        let mut r = self.reason.lock().unwrap();
+        if r.is_none() {
+            *r = Some(reason.into());
+        }
+        self.token.cancel();
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().unwrap().clone()
+    }
+}
+
+impl PeerHandle {
+    pub fn new(
+        conn_id: u64,
+        peer_id: String,
+        user: Arc<AuthUser>,
+        out: mpsc::Sender<Vec<u8>>,
+        kill: Arc<Killer>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            conn_id,
+            peer_id,
+            user,
+            out,
+            kill,
+            metrics,
+        }
+    }
+
+    /// Queues a message without waiting. A full queue means the client does not read: the
+    /// connection is closed rather than letting its queue grow without bound.
+    pub fn send(&self, msg: &Message) -> bool {
+        match self.out.try_send(msg.encode()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.slow_consumers_closed.add(1);
+                self.kill.kill("send queue full: the client is not reading");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Sends an `error` message naming the document.
+    pub fn send_error(&self, from: &str, text: String) {
+        self.send(&Message::Error(ErrorMessage {
+            sender_id: Some(from.to_string()),
+            target_id: Some(self.peer_id.clone()),
+            message: text,
+        }));
+    }
+}
+
+/// What a connection (or the server itself) asks of a document's task.
+pub enum DocCmd {
+    /// A `sync` or `request` message from a peer.
+    Sync {
+        peer: PeerHandle,
+        data: Vec<u8>,
+        request: bool,
+    },
+    /// An `ephemeral` message to relay to the document's other peers.
+    Ephemeral {
+        from: PeerHandle,
+        msg: EphemeralMessage,
+    },
+    /// The connection closed.
+    Leave { conn_id: u64 },
+    /// Add a document to this index document (the server's own write).
+    IndexAdd {
+        district: Ubigeo,
+        process_year: u16,
+        doc: DocumentId,
+        entry: IndexEntry,
+    },
+    /// A copy of the current document, for readers such as the HTTP API.
+    Snapshot { reply: oneshot::Sender<Automerge> },
+    /// Persist and stop (eviction or shutdown).
+    Unload,
+}
+
+struct Slot {
+    tx: mpsc::Sender<DocCmd>,
+    last_used: Arc<AtomicU64>,
+    peers: Arc<AtomicUsize>,
+}
+
+struct Inner {
+    store: Arc<dyn DocStore>,
+    durability: Durability,
+    metrics: Arc<Metrics>,
+    config: HubConfig,
+    actor: ActorId,
+    docs: Mutex<HashMap<DocumentId, Slot>>,
+    clock: AtomicU64,
+    tracker: TaskTracker,
+    runtime: tokio::runtime::Handle,
+    stopping: AtomicBool,
+}
+
+/// Handle to the hub; cheap to clone.
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
+
+/// The hub is shutting down and takes no new commands.
+#[derive(Debug, thiserror::Error)]
+#[error("server is shutting down")]
+pub struct HubStopped;
+
+impl Hub {
+    /// Starts a hub whose document tasks run on `runtime`.
+    pub fn new(
+        store: Arc<dyn DocStore>,
+        durability: Durability,
+        metrics: Arc<Metrics>,
+        config: HubConfig,
+        actor: ActorId,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Hub(Arc::new(Inner {
+            store,
+            durability,
+            metrics,
+            config,
+            actor,
+            docs: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
+            tracker: TaskTracker::new(),
+            runtime,
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn server_peer_id(&self) -> &str {
+        &self.0.config.server_peer_id
+    }
+
+    /// Number of documents loaded now.
+    pub fn loaded(&self) -> usize {
+        self.0.docs.lock().unwrap().len()
+    }
+
+    /// Sends a command to a document's task, loading the document if needed.
+    pub async fn send(&self, id: DocumentId, mut cmd: DocCmd) -> Result<(), HubStopped> {
+        loop {
+            let tx = self.slot(id)?;
+            match tx.send(cmd).await {
+                Ok(()) => return Ok(()),
+                // The task closed between lookup and send (unloading): load it again.
+                Err(mpsc::error::SendError(back)) => {
+                    cmd = back;
+                    self.forget(id, &tx);
+                }
+            }
+        }
+    }
+
+    /// Sends a command only if the document is loaded (used for `Leave`).
+    pub fn send_if_loaded(&self, id: DocumentId, cmd: DocCmd) {
+        let tx = self.0.docs.lock().unwrap().get(&id).map(|s| s.tx.clone());
+        if let Some(tx) = tx {
+            let _ = tx.try_send(cmd).or_else(|e| match e {
+                mpsc::error::TrySendError::Full(cmd) => {
+                    // Leave must not be lost: deliver it from a task.
+                    self.0.runtime.spawn(async move {
+                        let _ = tx.send(cmd).await;
+                    });
+                    Ok(())
+                }
+                mpsc::error::TrySendError::Closed(_) => Ok::<(), ()>(()),
+            });
+        }
+    }
+
+    /// A copy of the document as the hub has it (loaded from the store if needed).
+    pub async fn snapshot(&self, id: DocumentId) -> Result<Automerge, HubStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(id, DocCmd::Snapshot { reply }).await?;
+        rx.await.map_err(|_| HubStopped)
+    }
+
+    fn forget(&self, id: DocumentId, tx: &mpsc::Sender<DocCmd>) {
+        let mut docs = self.0.docs.lock().unwrap();
+        if docs.get(&id).is_some_and(|s| s.tx.same_channel(tx)) {
+            docs.remove(&id);
+        }
+    }
+
+    fn slot(&self, id: DocumentId) -> Result<mpsc::Sender<DocCmd>, HubStopped> {
+        if self.0.stopping.load(Ordering::Acquire) {
+            return Err(HubStopped);
+        }
+        let tick = self.0.clock.fetch_add(1, Ordering::Relaxed);
+        let mut docs = self.0.docs.lock().unwrap();
+        if let Some(slot) = docs.get(&id) {
+            slot.last_used.store(tick, Ordering::Relaxed);
+            return Ok(slot.tx.clone());
+        }
+        if docs.len() >= self.0.config.max_loaded_docs {
+            let excess = docs.len() + 1 - self.0.config.max_loaded_docs;
+            Self::evict(&mut docs, excess);
+        }
+        let (tx, rx) = mpsc::channel(self.0.config.doc_queue);
+        let slot = Slot {
+            tx: tx.clone(),
+            last_used: Arc::new(AtomicU64::new(tick)),
+            peers: Arc::new(AtomicUsize::new(0)),
+        };
+        let task = DocTask::new(self.clone(), id, slot.peers.clone(), tx.clone());
+        docs.insert(id, slot);
+        self.0.metrics.loaded_documents.inc();
+        let metrics = self.0.metrics.clone();
+        self.0.tracker.spawn_on(
+            async move {
+                task.run(rx).await;
+                metrics.loaded_documents.dec();
+            },
+            &self.0.runtime,
+        );
+        Ok(tx)
+    }
+
+    /// Unloads up to `n` documents without peers, least recently used first.
+    fn evict(docs: &mut HashMap<DocumentId, Slot>, n: usize) {
+        let mut idle: Vec<(u64, DocumentId)> = docs
+            .iter()
+            .filter(|(_, s)| s.peers.load(Ordering::Relaxed) == 0)
+            .map(|(id, s)| (s.last_used.load(Ordering::Relaxed), *id))
+            .collect();
+        idle.sort_unstable();
+        for (_, id) in idle.into_iter().take(n) {
+            if let Some(slot) = docs.remove(&id) {
+                let _ = slot.tx.try_send(DocCmd::Unload);
+            }
+        }
+    }
+
+    /// Stops taking commands, lets every document finish its batch and persist, and waits.
+    pub async fn shutdown(&self) {
+        self.0.stopping.store(true, Ordering::Release);
+        let slots: Vec<Slot> = self
+            .0
+            .docs
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for slot in slots {
+            let _ = slot.tx.send(DocCmd::Unload).await;
+        }
+        self.0.tracker.close();
+        self.0.tracker.wait().await;
+    }
+
+    fn register_in_index(&self, doc: DocumentId, header: &DocumentHeader, created_at: i64) {
+        if header.doc_type == DocType::Index {
+            return;
+        }
+        let index = DocumentId::index_for(header.district, header.process_year);
+        let cmd = DocCmd::IndexAdd {
+            district: header.district,
+            process_year: header.process_year,
+            doc,
+            entry: IndexEntry {
+                doc_type: header.doc_type,
+                created_at,
+            },
+        };
+        let hub = self.clone();
+        // From a task: a document's task must never wait on another document's channel.
+        self.0.tracker.spawn_on(
+            async move {
+                let _ = hub.send(index, cmd).await;
+            },
+            &self.0.runtime,
+        );
+    }
+}
+
+struct PeerState {
+    handle: PeerHandle,
+    state: sync::State,
+}
+
+/// The task that owns one loaded document.
+struct DocTask {
+    hub: Hub,
+    id: DocumentId,
+    peers_gauge: Arc<AtomicUsize>,
+    /// Our own channel, so an idle task removes its slot only if the slot is still ours.
+    own_tx: mpsc::Sender<DocCmd>,
+    doc: Automerge,
+    persisted: Vec<ChangeHash>,
+    ledger: ChunkLedger,
+    peers: HashMap<u64, PeerState>,
+    header: Option<DocumentHeader>,
+}
+
+impl DocTask {
+    fn new(
+        hub: Hub,
+        id: DocumentId,
+        peers_gauge: Arc<AtomicUsize>,
+        own_tx: mpsc::Sender<DocCmd>,
+    ) -> Self {
+        Self {
+            hub,
+            id,
+            peers_gauge,
+            own_tx,
+            doc: Automerge::new(),
+            persisted: Vec::new(),
+            ledger: ChunkLedger::default(),
+            peers: HashMap::new(),
+            header: None,
+        }
+    }
+
+    fn server_id(&self) -> &str {
+        &self.hub.0.config.server_peer_id
+    }
+
+    async fn load(&mut self) -> Result<(), String> {
+        let store = self.hub.0.store.clone();
+        let id = self.id;
+        let chunks = tokio::task::spawn_blocking(move || store.load(&id))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        for chunk in &chunks {
+            self.doc
+                .load_incremental(&chunk.bytes)
+                .map_err(|e| format!("document {id}: chunk does not load: {e}"))?;
+        }
+        self.ledger = ChunkLedger::from_chunks(&chunks);
+        self.persisted = self.doc.get_heads();
+        self.header = DocumentHeader::read(&self.doc).ok();
+        self.doc.set_actor(self.hub.0.actor.clone());
+        if let Some(header) = &self.header {
+            // Idempotent: repairs a registration lost to a crash between the two writes.
+            self.hub
+                .register_in_index(self.id, header, now_unix() as i64);
+        }
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<DocCmd>) {
+        if let Err(e) = self.load().await {
+            tracing::error!(doc.id = %self.id, error = %e, "cannot load document");
+            rx.close();
+            while let Some(cmd) = rx.recv().await {
+                if let DocCmd::Sync { peer, .. } = cmd {
+                    peer.send_error(
+                        self.server_id(),
+                        format!("document {}: cannot be loaded", self.id),
+                    );
+                }
+            }
+            return;
+        }
+        let idle = self.hub.0.config.idle_unload;
+        let max_batch = self.hub.0.config.max_batch;
+        let mut unloading = false;
+        loop {
+            let first = if self.peers.is_empty() {
+                match tokio::time::timeout(idle, rx.recv()).await {
+                    Ok(cmd) => cmd,
+                    Err(_) => {
+                        // Idle: stop taking commands; senders that race us reload the document.
+                        self.hub.forget(self.id, &self.own_tx);
+                        rx.close();
+                        unloading = true;
+                        rx.recv().await
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            if batch.iter().any(|c| matches!(c, DocCmd::Unload)) && !unloading {
+                rx.close();
+                unloading = true;
+            }
+            if !self.handle_batch(batch).await {
+                break;
+            }
+        }
+        self.peers_gauge.store(0, Ordering::Relaxed);
+    }
+
+    fn may_read(&self, user: &AuthUser) -> bool {
+        match &self.header {
+            Some(h) => user.district.covers(h.district),
+            // A document without a valid header holds no schema data yet (being created).
+            None => true,
+        }
+    }
+
+    /// Handles one batch; false when the task must stop (persisting failed).
+    async fn handle_batch(&mut self, batch: Vec<DocCmd>) -> bool {
+        let started = Instant::now();
+        let metrics = self.hub.0.metrics.clone();
+        metrics.batch_messages.observe(batch.len() as f64);
+        let mut touched: HashSet<u64> = HashSet::new();
+        let mut requested: HashSet<u64> = HashSet::new();
+        for cmd in batch {
+            match cmd {
+                DocCmd::Sync {
+                    peer,
+                    data,
+                    request,
+                } => {
+                    if !self.may_read(&peer.user) {
+                        self.unavailable(&peer);
+                        continue;
+                    }
+                    let msg = match sync::Message::decode(&data) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            peer.send_error(
+                                self.server_id(),
+                                format!("document {}: invalid sync message: {e}", self.id),
+                            );
+                            continue;
+                        }
+                    };
+                    let conn = peer.conn_id;
+                    let entry = self.peers.entry(conn).or_insert_with(|| PeerState {
+                        handle: peer,
+                        state: sync::State::new(),
+                    });
+                    if let Err(e) = self.doc.receive_sync_message(&mut entry.state, msg) {
+                        entry.handle.send_error(
+                            &self.hub.0.config.server_peer_id,
+                            format!("document {}: sync message rejected: {e}", self.id),
+                        );
+                        continue;
+                    }
+                    touched.insert(conn);
+                    if request {
+                        requested.insert(conn);
+                    }
+                }
+                DocCmd::Ephemeral { from, msg } => {
+                    if !self.may_read(&from.user) {
+                        continue;
+                    }
+                    for p in self
+                        .peers
+                        .values()
+                        .filter(|p| p.handle.conn_id != from.conn_id)
+                    {
+                        p.handle.send(&Message::Ephemeral(EphemeralMessage {
+                            target_id: p.handle.peer_id.clone(),
+                            ..msg.clone()
+                        }));
+                    }
+                }
+                DocCmd::Leave { conn_id } => {
+                    self.peers.remove(&conn_id);
+                    touched.remove(&conn_id);
+                }
+                DocCmd::IndexAdd {
+                    district,
+                    process_year,
+                    doc,
+                    entry,
+                } => self.index_add(district, process_year, doc, entry),
+                DocCmd::Snapshot { reply } => {
+                    let _ = reply.send(self.doc.clone());
+                }
+                DocCmd::Unload => {}
+            }
+        }
+
+        let heads = self.doc.get_heads();
+        if heads != self.persisted {
+            if !self.persist(&heads).await {
+                return false;
+            }
+            if self.header.is_none() {
+                self.header = DocumentHeader::read(&self.doc).ok();
+                if let Some(header) = &self.header {
+                    self.hub
+                        .register_in_index(self.id, header, now_unix() as i64);
+                }
+            }
+            // Everyone connected to this document hears about the new changes.
+            touched.extend(self.peers.keys().copied());
+        }
+
+        let empty = self.doc.get_heads().is_empty();
+        let server_id = self.hub.0.config.server_peer_id.clone();
+        let mut gone = Vec::new();
+        for conn in touched {
+            let Some(p) = self.peers.get_mut(&conn) else {
+                continue;
+            };
+            if empty && requested.contains(&conn) {
+                p.handle
+                    .send(&Message::DocUnavailable(DocUnavailableMessage {
+                        sender_id: server_id.clone(),
+                        target_id: p.handle.peer_id.clone(),
+                        document_id: self.id.to_string(),
+                    }));
+                gone.push(conn);
+                continue;
+            }
+            if let Some(msg) = self.doc.generate_sync_message(&mut p.state) {
+                p.handle.send(&Message::Sync(SyncMessage {
+                    sender_id: server_id.clone(),
+                    target_id: p.handle.peer_id.clone(),
+                    document_id: self.id.to_string(),
+                    data: msg.encode(),
+                }));
+            }
+        }
+        for conn in gone {
+            self.peers.remove(&conn);
+        }
+        self.peers_gauge.store(self.peers.len(), Ordering::Relaxed);
+        metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        true
+    }
+
+    fn unavailable(&self, peer: &PeerHandle) {
+        peer.send(&Message::DocUnavailable(DocUnavailableMessage {
+            sender_id: self.server_id().to_string(),
+            target_id: peer.peer_id.clone(),
+            document_id: self.id.to_string(),
+        }));
+    }
+
+    fn index_add(
+        &mut self,
+        district: Ubigeo,
+        process_year: u16,
+        doc: DocumentId,
+        entry: IndexEntry,
+    ) {
+        let now = now_unix() as i64;
+        if self.doc.get_heads().is_empty() {
+            let new = NewIndex {
+                district,
+                process_year,
+                docs: Default::default(),
+            };
+            let mut tx = self.doc.transaction();
+            if let Err(e) = new.write_into(&mut tx) {
+                tracing::error!(doc.id = %self.id, error = %e, "cannot create index document");
+                tx.rollback();
+                return;
+            }
+            tx.commit_with(crdt_core::schema::commit_options("create index", now));
+            self.header = DocumentHeader::read(&self.doc).ok();
+        }
+        let already = automerge::ReadDoc::get(&self.doc, automerge::ROOT, "docs")
+            .ok()
+            .flatten()
+            .and_then(|(_, docs)| {
+                automerge::ReadDoc::get(&self.doc, &docs, doc.to_string())
+                    .ok()
+                    .flatten()
+            })
+            .is_some();
+        if !already {
+            let edit = Edit::AddToIndex { id: doc, entry };
+            if let Err(e) = apply_edits(&mut self.doc, &[edit], &format!("index {doc}"), now) {
+                tracing::error!(doc.id = %self.id, error = %e, "cannot add to index");
+            }
+        }
+    }
+
+    /// Writes the changes since the last persisted heads and waits for them to be durable.
+    async fn persist(&mut self, heads: &[ChangeHash]) -> bool {
+        let metrics = &self.hub.0.metrics;
+        let new_changes = self.doc.get_changes(&self.persisted).len();
+        let chunk = self.doc.save_after(&self.persisted);
+        let key = match self.hub.0.store.append(&self.id, &chunk) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(doc.id = %self.id, error = %e, "cannot write chunk");
+                return false;
+            }
+        };
+        if let Err(e) = self.hub.0.durability.wait().await {
+            tracing::error!(doc.id = %self.id, error = %e, "cannot make chunk durable");
+            return false;
+        }
+        self.ledger.record(key, chunk.len());
+        self.persisted = heads.to_vec();
+        metrics.changes_applied.add(new_changes as u64);
+        if self.ledger.should_compact() {
+            self.compact();
+        }
+        true
+    }
+
+    /// Replaces the document's chunks by one snapshot (one atomic store batch).
+    fn compact(&mut self) {
+        let snapshot = self.doc.save();
+        match self
+            .hub
+            .0
+            .store
+            .compact(&self.id, &snapshot, &self.ledger.keys)
+        {
+            Ok(key) => {
+                self.ledger = ChunkLedger::default();
+                self.ledger.record(key, snapshot.len());
+                self.hub.0.metrics.compactions.add(1);
+            }
+            Err(e) => tracing::warn!(doc.id = %self.id, error = %e, "compaction failed"),
+        }
+    }
+}

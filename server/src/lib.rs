@@ -1,0 +1,161 @@
+//! The Minka server: automerge-repo sync over WebSocket, JWT auth, a per-document hub that
+//! batches, persists durably in sled and fans out, and the HTTP endpoints.
+//!
+//! [`run`] takes its listener from the caller (tests bind `127.0.0.1:0`) and a shutdown future;
+//! on shutdown it stops accepting, closes connections, lets every document finish its batch,
+//! and makes the store durable before returning.
+
+pub mod auth;
+pub mod conn;
+pub mod durability;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod store;
+pub mod tools;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use automerge::ActorId;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{JwtKeys, JwtSecret};
+use crate::conn::{ConnConfig, PeerRegistry};
+use crate::durability::Durability;
+use crate::hub::{Hub, HubConfig};
+use crate::metrics::Metrics;
+use crate::store::{DocStore, SledStore, StoreError};
+
+/// Everything `minka serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub process_year: u16,
+    pub jwt_secret: JwtSecret,
+    pub max_loaded_docs: usize,
+    pub max_frame_bytes: usize,
+    pub send_queue: usize,
+    pub heartbeat: Duration,
+    pub workers: usize,
+}
+
+/// Shared state of the HTTP and WebSocket handlers.
+pub struct AppState {
+    pub hub: Hub,
+    pub keys: JwtKeys,
+    pub metrics: Arc<Metrics>,
+    pub conn: ConnConfig,
+    pub registry: Arc<PeerRegistry>,
+    pub shutdown: CancellationToken,
+    pub ready: AtomicBool,
+    pub store: Arc<dyn DocStore>,
+    pub process_year: u16,
+}
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The server's identity in the store: a storage id (announced to peers) and the actor id it
+/// writes index documents with. Created once, then stable across restarts.
+pub fn server_identity(store: &dyn DocStore) -> Result<(String, ActorId), StoreError> {
+    let storage_id = match store.meta_get("server", b"storage-id")? {
+        Some(v) => String::from_utf8_lossy(&v).into_owned(),
+        None => {
+            let id = hex::encode(rand::random::<[u8; 16]>());
+            store.meta_put("server", b"storage-id", id.as_bytes())?;
+            id
+        }
+    };
+    let actor = match store.meta_get("server", b"actor")? {
+        Some(v) => ActorId::from(v),
+        None => {
+            let a = ActorId::random();
+            store.meta_put("server", b"actor", a.to_bytes())?;
+            a
+        }
+    };
+    store.sync()?;
+    Ok((storage_id, actor))
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then shuts down gracefully.
+pub async fn run(
+    config: ServeConfig,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let store: Arc<dyn DocStore> = Arc::new(SledStore::open(&config.data_dir)?);
+    let (storage_id, actor) = server_identity(store.as_ref())?;
+    let metrics = Arc::new(Metrics::default());
+    let (durability, fsync_thread) = Durability::start(store.clone(), metrics.clone());
+    let hub = Hub::new(
+        store.clone(),
+        durability,
+        metrics.clone(),
+        HubConfig {
+            server_peer_id: format!("minka-{}", &storage_id[..12]),
+            max_loaded_docs: config.max_loaded_docs,
+            ..HubConfig::default()
+        },
+        actor,
+        tokio::runtime::Handle::current(),
+    );
+    let state = web::Data::new(AppState {
+        hub: hub.clone(),
+        keys: JwtKeys::new(&config.jwt_secret),
+        metrics,
+        conn: ConnConfig {
+            max_frame_bytes: config.max_frame_bytes,
+            send_queue: config.send_queue,
+            heartbeat: config.heartbeat,
+            storage_id,
+        },
+        registry: Arc::new(PeerRegistry::default()),
+        shutdown: CancellationToken::new(),
+        ready: AtomicBool::new(true),
+        store: store.clone(),
+        process_year: config.process_year,
+    });
+    let keys = web::Data::new(state.keys.clone());
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(keys.clone())
+            .configure(http::configure)
+            .route("/sync", web::get().to(conn::sync_ws))
+    })
+    .workers(config.workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let server_task = tokio::spawn(server);
+    tracing::info!(data_dir = %config.data_dir.display(), "minka is serving");
+
+    shutdown.await;
+    tracing::info!("shutting down: closing connections and flushing documents");
+    state.ready.store(false, Ordering::Release);
+    state.shutdown.cancel();
+    handle.stop(true).await;
+    let _ = server_task.await;
+    hub.shutdown().await;
+    store.sync()?;
+    // The fsync thread ends with the process; everything is durable after the sync above.
+    drop(fsync_thread);
+    tracing::info!("shutdown complete");
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! `minka`: the command line (serve, token, check, compact, demo).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use minka_server::auth::{now_unix, Claims, JwtKeys, JwtSecret};
+use minka_server::store::DocStore;
+use minka_server::{tools, ServeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "minka",
+    version,
+    about = "Offline-first sync backend for participatory budgeting"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sync server.
+    Serve(ServeArgs),
+    /// Print a token signed with the server's secret.
+    Token(TokenArgs),
+    /// Verify the store: every chunk matches its hash, every document loads.
+    Check(StoreArgs),
+    /// Compact every document into one snapshot (server stopped).
+    Compact(StoreArgs),
+    /// Seed realistic demo data for Comas, San Juan de Miraflores and Ate (server stopped).
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Where the sled store (and a generated JWT secret) live.
+    #[arg(long, env = "MINKA_DATA_DIR", default_value = "./minka-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct SecretArgs {
+    /// File holding the HS256 secret (else MINKA_JWT_SECRET, else <data-dir>/jwt-secret).
+    #[arg(long, env = "MINKA_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, env = "MINKA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    secret: SecretArgs,
+    /// Fiscal year of the participatory budgeting process.
+    #[arg(long, env = "MINKA_PROCESS_YEAR", default_value_t = 2027)]
+    process_year: u16,
+    /// Most documents kept in memory; idle ones beyond are unloaded least recently used first.
+    #[arg(long, env = "MINKA_MAX_LOADED_DOCS", default_value_t = 10_000)]
+    max_loaded_docs: usize,
+    /// Largest WebSocket message accepted.
+    #[arg(long, env = "MINKA_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_frame_bytes: usize,
+    /// Messages queued per connection before a non-reading client is disconnected.
+    #[arg(long, env = "MINKA_SEND_QUEUE", default_value_t = 1024)]
+    send_queue: usize,
+    /// Seconds between WebSocket pings; a peer silent for twice this is disconnected.
+    #[arg(long, env = "MINKA_HEARTBEAT_SECS", default_value_t = 15)]
+    heartbeat_secs: u64,
+    /// HTTP worker threads.
+    #[arg(long, env = "MINKA_WORKERS", default_value_t = 2)]
+    workers: usize,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[arg(long)]
+    sub: String,
+    #[arg(long)]
+    name: String,
+    /// Comma-separated: leader, tecnico, vigilancia, admin.
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// 6-digit ubigeo, or * for province-wide reviewers.
+    #[arg(long)]
+    district: String,
+    /// Lifetime, e.g. 8h, 30m, 3600s, 7d.
+    #[arg(long, default_value = "8h")]
+    ttl: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long, env = "MINKA_PROCESS_YEAR", default_value_t = 2027)]
+    process_year: u16,
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("bad --ttl {s:?}"))?;
+    Ok(match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        other => bail!("unknown --ttl unit {other:?} (use s, m, h or d)"),
+    })
+}
+
+/// The secret: `--jwt-secret-file`, else `MINKA_JWT_SECRET`, else the data directory's
+/// (generated there when `create` and absent).
+fn resolve_secret(
+    secret: &SecretArgs,
+    data_dir: &std::path::Path,
+    create: bool,
+) -> anyhow::Result<JwtSecret> {
+    if let Some(path) = &secret.jwt_secret_file {
+        return JwtSecret::read(path).with_context(|| format!("reading {}", path.display()));
+    }
+    if let Ok(s) = std::env::var("MINKA_JWT_SECRET") {
+        if s.trim().len() < 16 {
+            bail!("MINKA_JWT_SECRET must be at least 16 characters");
+        }
+        return Ok(JwtSecret::new(s.trim().as_bytes().to_vec()));
+    }
+    let path = JwtSecret::default_path(data_dir);
+    if !create && !path.exists() {
+        bail!("no secret: set MINKA_JWT_SECRET, pass --jwt-secret-file, or run `minka serve` once to generate {}", path.display());
+    }
+    let (secret, created) = JwtSecret::load_or_create(data_dir)?;
+    if created {
+        tracing::warn!(path = %path.display(), "no JWT secret configured: generated a new one (mint tokens with `minka token`)");
+    }
+    Ok(secret)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Token(args) => {
+            let secret = resolve_secret(&args.secret, &args.store.data_dir, false)?;
+            let now = now_unix();
+            let claims = Claims {
+                sub: args.sub,
+                name: args.name,
+                roles: args.roles,
+                district: args.district,
+                iat: now,
+                exp: now + parse_ttl(&args.ttl)?,
+            };
+            let keys = JwtKeys::new(&secret);
+            let token = keys.mint(&claims);
+            keys.verify(&token).context("the claims are not valid")?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Check(args) => {
+            let store = tools::open_store(&args.data_dir)?;
+            let report = tools::check(&store)?;
+            println!(
+                "{} documents, {} chunks checked",
+                report.documents, report.chunks
+            );
+            for p in &report.problems {
+                println!("PROBLEM: {p}");
+            }
+            if report.problems.is_empty() {
+                println!("store OK");
+                Ok(())
+            } else {
+                bail!("{} problems found", report.problems.len())
+            }
+        }
+        Command::Compact(args) => {
+            let store = tools::open_store(&args.data_dir)?;
+            let (compacted, total) = tools::compact(&store)?;
+            println!("compacted {compacted} of {total} documents");
+            Ok(())
+        }
+        Command::Demo(args) => {
+            let store = tools::open_store(&args.store.data_dir)?;
+            let docs = crdt_core::demo::demo_documents(args.process_year, now_unix() as i64);
+            let n = tools::write_documents(&store, docs.into_iter().map(|d| (d.id, d.doc)))?;
+            store.sync()?;
+            println!(
+                "seeded {n} demo documents into {}",
+                args.store.data_dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let secret = resolve_secret(&args.secret, &args.store.data_dir, true)?;
+    let listener = std::net::TcpListener::bind(&args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "listening");
+    let config = ServeConfig {
+        data_dir: args.store.data_dir,
+        process_year: args.process_year,
+        jwt_secret: secret,
+        max_loaded_docs: args.max_loaded_docs,
+        max_frame_bytes: args.max_frame_bytes,
+        send_queue: args.send_queue,
+        heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+        workers: args.workers,
+    };
+    minka_server::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

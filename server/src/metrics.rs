@@ -1,0 +1,237 @@
+//! Process metrics in Prometheus text format, kept in atomics (no globals: one [`Metrics`] per server).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram with fixed upper bounds.
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// Sum in micro-units, so it fits an integer atomic.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            if v <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((v.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
+/// Every metric the server exports.
+pub struct Metrics {
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub loaded_documents: Gauge,
+    pub changes_applied: Counter,
+    pub changes_rejected: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub protocol_errors: Counter,
+    pub slow_consumers_closed: Counter,
+    pub batch_messages: Histogram,
+    pub batch_seconds: Histogram,
+    pub fsync_seconds: Histogram,
+    pub fsync_group_size: Histogram,
+    pub compactions: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            loaded_documents: Gauge::default(),
+            changes_applied: Counter::default(),
+            changes_rejected: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            protocol_errors: Counter::default(),
+            slow_consumers_closed: Counter::default(),
+            batch_messages: Histogram::new(SIZES),
+            batch_seconds: Histogram::new(SECONDS),
+            fsync_seconds: Histogram::new(SECONDS),
+            fsync_group_size: Histogram::new(SIZES),
+            compactions: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut scalar = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        scalar(
+            "minka_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            self.connections.get(),
+        );
+        scalar(
+            "minka_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            self.connections_total.get(),
+        );
+        scalar(
+            "minka_loaded_documents",
+            "gauge",
+            "Documents loaded in memory.",
+            self.loaded_documents.get(),
+        );
+        scalar(
+            "minka_changes_applied_total",
+            "counter",
+            "Automerge changes applied and persisted.",
+            self.changes_applied.get(),
+        );
+        scalar(
+            "minka_changes_rejected_total",
+            "counter",
+            "Changes rejected and quarantined.",
+            self.changes_rejected.get(),
+        );
+        scalar(
+            "minka_bytes_in_total",
+            "counter",
+            "WebSocket payload bytes received.",
+            self.bytes_in.get(),
+        );
+        scalar(
+            "minka_bytes_out_total",
+            "counter",
+            "WebSocket payload bytes sent.",
+            self.bytes_out.get(),
+        );
+        scalar(
+            "minka_messages_in_total",
+            "counter",
+            "Protocol messages received.",
+            self.messages_in.get(),
+        );
+        scalar(
+            "minka_messages_out_total",
+            "counter",
+            "Protocol messages sent.",
+            self.messages_out.get(),
+        );
+        scalar(
+            "minka_protocol_errors_total",
+            "counter",
+            "Connections closed for bad input.",
+            self.protocol_errors.get(),
+        );
+        scalar(
+            "minka_slow_consumers_closed_total",
+            "counter",
+            "Connections closed because their send queue was full.",
+            self.slow_consumers_closed.get(),
+        );
+        scalar(
+            "minka_compactions_total",
+            "counter",
+            "Document compactions.",
+            self.compactions.get(),
+        );
+        self.batch_messages.render(
+            &mut out,
+            "minka_batch_messages",
+            "Messages handled per document batch.",
+        );
+        self.batch_seconds.render(
+            &mut out,
+            "minka_batch_seconds",
+            "Time to apply, persist and fan out one batch.",
+        );
+        self.fsync_seconds.render(
+            &mut out,
+            "minka_fsync_seconds",
+            "Time of one group commit (flush + fsync).",
+        );
+        self.fsync_group_size.render(
+            &mut out,
+            "minka_fsync_group_size",
+            "Batches made durable by one fsync.",
+        );
+        out
+    }
+}

@@ -1,0 +1,107 @@
+//! Offline tools that work on a store directly (the server stopped): `check`, `compact`, `demo`.
+
+use std::path::Path;
+
+use automerge::{Automerge, ReadDoc};
+use crdt_core::DocumentId;
+
+use crate::store::{ChunkKind, DocStore, SledStore, StoreError};
+
+/// What `minka check` found.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub documents: usize,
+    pub chunks: usize,
+    pub problems: Vec<String>,
+}
+
+/// Verifies every chunk against its hash and that every document loads.
+pub fn check(store: &dyn DocStore) -> Result<CheckReport, StoreError> {
+    let mut report = CheckReport::default();
+    for id in store.list()? {
+        report.documents += 1;
+        let chunks = match store.load(&id) {
+            Ok(c) => c,
+            Err(e) => {
+                report.problems.push(format!("document {id}: {e}"));
+                continue;
+            }
+        };
+        let mut doc = Automerge::new();
+        for chunk in &chunks {
+            report.chunks += 1;
+            if !chunk.verify() {
+                report.problems.push(format!(
+                    "document {id}: chunk {} does not match its hash",
+                    hex::encode(chunk.key.hash)
+                ));
+                continue;
+            }
+            if let Err(e) = doc.load_incremental(&chunk.bytes) {
+                report
+                    .problems
+                    .push(format!("document {id}: chunk does not load: {e}"));
+            }
+        }
+        let missing = doc.get_missing_deps(&[]);
+        if !missing.is_empty() {
+            report.problems.push(format!(
+                "document {id}: {} changes are missing their dependencies",
+                missing.len()
+            ));
+        }
+    }
+    Ok(report)
+}
+
+/// Rewrites every document with more than one chunk as one snapshot.
+pub fn compact(store: &dyn DocStore) -> Result<(usize, usize), StoreError> {
+    let mut compacted = 0;
+    let mut total = 0;
+    for id in store.list()? {
+        total += 1;
+        let chunks = store.load(&id)?;
+        if chunks.len() < 2 && chunks.iter().all(|c| c.key.kind == ChunkKind::Snapshot) {
+            continue;
+        }
+        let mut doc = Automerge::new();
+        for chunk in &chunks {
+            doc.load_incremental(&chunk.bytes)
+                .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
+        }
+        let keys: Vec<_> = chunks.iter().map(|c| c.key).collect();
+        store.compact(&id, &doc.save(), &keys)?;
+        compacted += 1;
+    }
+    store.sync()?;
+    Ok((compacted, total))
+}
+
+/// Writes documents into the store as snapshots (used by `minka demo`).
+pub fn write_documents(
+    store: &dyn DocStore,
+    docs: impl IntoIterator<Item = (DocumentId, Automerge)>,
+) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for (id, doc) in docs {
+        let existing: Vec<_> = store.load(&id)?.iter().map(|c| c.key).collect();
+        let mut merged = Automerge::new();
+        for chunk in store.load(&id)? {
+            merged
+                .load_incremental(&chunk.bytes)
+                .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
+        }
+        let mut doc = doc;
+        doc.merge(&mut merged)
+            .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
+        store.compact(&id, &doc.save(), &existing)?;
+        n += 1;
+    }
+    store.sync()?;
+    Ok(n)
+}
+
+/// Opens the sled store of a data directory for an offline tool.
+pub fn open_store(data_dir: &Path) -> Result<SledStore, StoreError> {
+    SledStore::open(data_dir)
+}

@@ -1,0 +1,467 @@
+//! Test harness: starts the real `minka` binary on an ephemeral port with a temporary sled store,
+//! mints tokens with the same secret, and speaks the automerge-repo protocol as a client.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use automerge::sync::{self, SyncDoc};
+use automerge::Automerge;
+use crdt_core::wire::{JoinMessage, Message, PeerMetadata, SyncMessage, PROTOCOL_V1};
+use crdt_core::DocumentId;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The secret every test server is started with.
+pub const TEST_SECRET: &str = "minka-test-secret-0123456789";
+
+static BUILD: Once = Once::new();
+
+/// Path of the `minka` binary: `$MINKA_BIN`, else `target/debug/minka` (built on first use).
+pub fn minka_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MINKA_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "minka-server", "--bin", "minka"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building minka failed");
+    });
+    target.join("debug").join("minka")
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Mints a token signed with [`TEST_SECRET`].
+pub fn token(sub: &str, roles: &[&str], district: &str) -> String {
+    token_with(sub, roles, district, now_unix() + 3600, TEST_SECRET)
+}
+
+/// Mints a token with an explicit expiry and secret.
+pub fn token_with(sub: &str, roles: &[&str], district: &str, exp: u64, secret: &str) -> String {
+    let claims = serde_json::json!({
+        "sub": sub, "name": format!("Usuario {sub}"), "roles": roles, "district": district,
+        "iat": now_unix(), "exp": exp,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A running `minka serve` process with its own data directory.
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: Arc<Mutex<String>>,
+    extra_args: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh temporary store.
+    pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `serve` flags.
+    pub fn start_with(args: &[&str]) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let data_dir = tmp.path().join("data");
+        let mut s = Self {
+            child: None,
+            addr: String::new(),
+            data_dir,
+            _tmp: Some(tmp),
+            log: Arc::new(Mutex::new(String::new())),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut child = Command::new(minka_bin())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("MINKA_JWT_SECRET", TEST_SECRET)
+            .env(
+                "RUST_LOG",
+                format!(
+                    "minka=info,{}",
+                    std::env::var("MINKA_TEST_LOG").unwrap_or_else(|_| "info".into())
+                ),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn minka")?;
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(t) = &tx {
+                    if let Some(i) = line.find("listen=") {
+                        let addr: String = line[i + 7..]
+                            .chars()
+                            .take_while(|c| !c.is_whitespace())
+                            .collect();
+                        let _ = t.send(addr);
+                        tx = None;
+                    }
+                }
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        self.addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| anyhow!("minka did not report its address; log:\n{}", self.log()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = self.http_get("/healthz", None) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("minka did not become healthy; log:\n{}", self.log())
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The WebSocket URL with a token in the query.
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/sync?token={token}", self.addr)
+    }
+
+    /// Kills the process with SIGKILL (no shutdown, no flush).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        false
+    }
+
+    /// Starts the server again on the same data directory (on a new port).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// Runs another `minka` subcommand on this server's data directory.
+    pub fn tool(&self, args: &[&str]) -> Result<(bool, String)> {
+        let out = Command::new(minka_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("MINKA_JWT_SECRET", TEST_SECRET)
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    }
+
+    /// A plain HTTP/1.1 GET; returns status and body.
+    pub fn http_get(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+        http_request(&self.addr, "GET", path, token)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    // Read the head, then exactly Content-Length bytes (the server may keep the socket open).
+    let mut reader = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP response: {head:?}"))?;
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body)?;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    Ok((status, body))
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a client received that was not a sync message for a document it syncs.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Message(Message),
+    Closed(Option<String>),
+}
+
+/// A protocol-level automerge-repo client (the Rust counterpart of the JS client).
+pub struct ProtoClient {
+    ws: Ws,
+    pub peer_id: String,
+    pub server_peer_id: String,
+    states: HashMap<DocumentId, sync::State>,
+    /// Messages received so far (all of them), for tests that count.
+    pub received: Vec<Message>,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+}
+
+/// Opens a WebSocket with a token in the query (no join).
+pub async fn connect_raw(url: &str) -> Result<Ws> {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+    Ok(ws)
+}
+
+impl ProtoClient {
+    /// Connects and completes the `join`/`peer` handshake.
+    pub async fn connect(url: &str, peer_id: &str) -> Result<Self> {
+        let ws = connect_raw(url).await?;
+        let mut c = Self {
+            ws,
+            peer_id: peer_id.to_string(),
+            server_peer_id: String::new(),
+            states: HashMap::new(),
+            received: Vec::new(),
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        c.send(&Message::Join(JoinMessage {
+            sender_id: peer_id.to_string(),
+            supported_protocol_versions: vec![PROTOCOL_V1.to_string()],
+            peer_metadata: Some(PeerMetadata::new(None, false)),
+            metadata: None,
+        }))
+        .await?;
+        match c.next(Duration::from_secs(10)).await? {
+            Some(Event::Message(Message::Peer(p))) => c.server_peer_id = p.sender_id,
+            other => bail!("expected peer, got {other:?}"),
+        }
+        Ok(c)
+    }
+
+    pub async fn send(&mut self, msg: &Message) -> Result<()> {
+        self.send_raw(msg.encode()).await
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.bytes_out += bytes.len();
+        self.ws.send(WsMessage::Binary(bytes)).await?;
+        Ok(())
+    }
+
+    pub async fn send_ws(&mut self, msg: WsMessage) -> Result<()> {
+        self.ws.send(msg).await?;
+        Ok(())
+    }
+
+    /// The next protocol message or close, or `None` after `timeout` of silence.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Ok(Some(Event::Closed(None))),
+                Ok(Some(Err(e))) => return Ok(Some(Event::Closed(Some(e.to_string())))),
+                Ok(Some(Ok(f))) => f,
+            };
+            match frame {
+                WsMessage::Binary(b) => {
+                    self.bytes_in += b.len();
+                    let msg =
+                        Message::decode(&b).map_err(|e| anyhow!("server sent bad frame: {e}"))?;
+                    self.received.push(msg.clone());
+                    return Ok(Some(Event::Message(msg)));
+                }
+                WsMessage::Close(c) => {
+                    return Ok(Some(Event::Closed(c.map(|c| c.reason.to_string()))))
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    fn sync_frame(&mut self, id: DocumentId, doc: &Automerge, request: bool) -> Option<Message> {
+        let state = self.states.entry(id).or_default();
+        let data = doc.generate_sync_message(state)?.encode();
+        let m = SyncMessage {
+            sender_id: self.peer_id.clone(),
+            target_id: self.server_peer_id.clone(),
+            document_id: id.to_string(),
+            data,
+        };
+        Some(if request {
+            Message::Request(crdt_core::wire::RequestMessage {
+                sender_id: m.sender_id,
+                target_id: m.target_id,
+                document_id: m.document_id,
+                data: m.data,
+            })
+        } else {
+            Message::Sync(m)
+        })
+    }
+
+    /// Syncs one document with the server until neither side has anything to send and the
+    /// server's heads equal ours. Other messages received meanwhile are returned.
+    pub async fn sync_doc(&mut self, id: DocumentId, doc: &mut Automerge) -> Result<Vec<Event>> {
+        self.sync_doc_inner(id, doc, false, Duration::from_secs(20))
+            .await
+    }
+
+    /// Like [`Self::sync_doc`], but starts with `request` (the client has nothing yet).
+    pub async fn request_doc(&mut self, id: DocumentId, doc: &mut Automerge) -> Result<Vec<Event>> {
+        self.sync_doc_inner(id, doc, true, Duration::from_secs(20))
+            .await
+    }
+
+    async fn sync_doc_inner(
+        &mut self,
+        id: DocumentId,
+        doc: &mut Automerge,
+        request: bool,
+        limit: Duration,
+    ) -> Result<Vec<Event>> {
+        let mut others = Vec::new();
+        let deadline = Instant::now() + limit;
+        if let Some(m) = self.sync_frame(id, doc, request) {
+            self.send(&m).await?;
+        }
+        loop {
+            if Instant::now() > deadline {
+                bail!("document {id} did not settle in {limit:?}");
+            }
+            let settled = {
+                let st = self.states.entry(id).or_default();
+                st.their_heads.as_deref() == Some(&doc.get_heads()[..])
+            };
+            let wait = if settled {
+                Duration::from_millis(150)
+            } else {
+                Duration::from_secs(2)
+            };
+            match self.next(wait).await? {
+                None if settled => return Ok(others),
+                // The server may rightly stay silent when our last message told it nothing new
+                // (automerge answers only what changes the picture): quiet with nothing to send
+                // is settled too.
+                None => match self.sync_frame(id, doc, false) {
+                    Some(m) => self.send(&m).await?,
+                    None => return Ok(others),
+                },
+                Some(Event::Message(Message::Sync(s))) if s.document_id == id.to_string() => {
+                    let msg = sync::Message::decode(&s.data)?;
+                    let st = self.states.entry(id).or_default();
+                    doc.receive_sync_message(st, msg)?;
+                    if let Some(m) = self.sync_frame(id, doc, false) {
+                        self.send(&m).await?;
+                    }
+                }
+                Some(Event::Message(Message::DocUnavailable(d)))
+                    if d.document_id == id.to_string() =>
+                {
+                    others.push(Event::Message(Message::DocUnavailable(d)));
+                    return Ok(others);
+                }
+                Some(ev @ Event::Closed(_)) => {
+                    others.push(ev);
+                    return Ok(others);
+                }
+                Some(ev) => others.push(ev),
+            }
+        }
+    }
+
+    /// Forgets the sync state of a document (as after a reconnect).
+    pub fn reset(&mut self, id: DocumentId) {
+        self.states.remove(&id);
+    }
+}

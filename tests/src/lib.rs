@@ -1,0 +1,3 @@
+//! Shared helpers for Minka system tests and the load generator.
+
+pub mod harness;

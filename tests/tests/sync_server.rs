@@ -1,0 +1,318 @@
+//! The sync server over real sockets: handshake, convergence, durability across SIGKILL, the
+//! district index, read scoping, ephemeral relay, peer replacement, auth before upgrade, HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use automerge::Automerge;
+use common::{append_description, proposal};
+use crdt_core::schema::{Index, Proposal};
+use crdt_core::wire::{EphemeralMessage, Message};
+use crdt_core::{DocumentId, Ubigeo};
+use minka_tests::harness::{token, token_with, Event, ProtoClient, TestServer, TEST_SECRET};
+
+fn comas_leader(sub: &str) -> String {
+    token(sub, &["leader"], "150110")
+}
+
+#[tokio::test]
+async fn two_clients_converge_through_the_server() {
+    let server = TestServer::start().unwrap();
+    let id = DocumentId::random();
+    let mut a_doc = proposal(Ubigeo::COMAS, "u-ana", "Veredas en Collique", &["u-beto"]);
+    let mut a = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-a")
+        .await
+        .unwrap();
+    a.sync_doc(id, &mut a_doc).await.unwrap();
+
+    let mut b = ProtoClient::connect(&server.ws_url(&comas_leader("u-beto")), "peer-b")
+        .await
+        .unwrap();
+    let mut b_doc = Automerge::new();
+    b.request_doc(id, &mut b_doc).await.unwrap();
+    assert_eq!(b_doc.get_heads(), a_doc.get_heads());
+
+    // Concurrent offline edits on both sides, then sync both.
+    append_description(&mut a_doc, " — tramo A");
+    append_description(&mut b_doc, " — tramo B");
+    a.sync_doc(id, &mut a_doc).await.unwrap();
+    b.sync_doc(id, &mut b_doc).await.unwrap();
+    // A hears about B's change from the server push.
+    a.sync_doc(id, &mut a_doc).await.unwrap();
+    assert_eq!(a_doc.get_heads(), b_doc.get_heads());
+    let p = Proposal::read(&a_doc).unwrap();
+    assert!(p.description.contains("tramo A") && p.description.contains("tramo B"));
+}
+
+#[tokio::test]
+async fn acknowledged_changes_survive_sigkill() {
+    let mut server = TestServer::start().unwrap();
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::COMAS, "u-ana", "Parque en Collique", &[]);
+    {
+        let mut a = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-a")
+            .await
+            .unwrap();
+        for i in 0..20 {
+            append_description(&mut doc, &format!(" edición {i}"));
+        }
+        // sync_doc returns once the server's reply shows our heads: the acknowledgement.
+        a.sync_doc(id, &mut doc).await.unwrap();
+    }
+    server.kill9();
+    server.restart().unwrap();
+    let mut fresh = Automerge::new();
+    let mut c = ProtoClient::connect(&server.ws_url(&comas_leader("u-carla")), "peer-c")
+        .await
+        .unwrap();
+    c.request_doc(id, &mut fresh).await.unwrap();
+    assert_eq!(fresh.get_heads(), doc.get_heads());
+    // The store is locked while the server runs: the offline tool says so instead of racing it.
+    let (ok, out) = server.tool(&["check"]).unwrap();
+    assert!(!ok && out.contains("lock"), "{out}");
+    assert!(server.terminate());
+    let (ok, out) = server.tool(&["check"]).unwrap();
+    assert!(ok && out.contains("store OK"), "{out}");
+}
+
+#[tokio::test]
+async fn new_documents_are_listed_in_the_district_index() {
+    let server = TestServer::start().unwrap();
+    let mut a = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-a")
+        .await
+        .unwrap();
+    let ids: Vec<DocumentId> = (0..3).map(|_| DocumentId::random()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut d = proposal(Ubigeo::COMAS, "u-ana", &format!("Propuesta {i}"), &[]);
+        a.sync_doc(*id, &mut d).await.unwrap();
+    }
+    let index_id = DocumentId::index_for(Ubigeo::COMAS, 2027);
+    let mut b = ProtoClient::connect(&server.ws_url(&comas_leader("u-beto")), "peer-b")
+        .await
+        .unwrap();
+    // The index is written asynchronously after each creation; poll briefly.
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        let mut index = Automerge::new();
+        b.reset(index_id);
+        b.request_doc(index_id, &mut index).await.unwrap();
+        if let Ok(ix) = Index::read(&index) {
+            listed = ix.docs.keys().copied().collect::<Vec<_>>();
+            if ids.iter().all(|i| listed.contains(i)) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        assert!(listed.contains(id), "{id} missing from index {listed:?}");
+    }
+}
+
+#[tokio::test]
+async fn other_district_reads_get_doc_unavailable_and_unknown_docs_too() {
+    let server = TestServer::start().unwrap();
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::COMAS, "u-ana", "Losa deportiva", &[]);
+    let mut a = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-a")
+        .await
+        .unwrap();
+    a.sync_doc(id, &mut doc).await.unwrap();
+
+    let sjm = token("u-sjm", &["leader"], "150133");
+    let mut s = ProtoClient::connect(&server.ws_url(&sjm), "peer-sjm")
+        .await
+        .unwrap();
+    let mut empty = Automerge::new();
+    let events = s.request_doc(id, &mut empty).await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Message(Message::DocUnavailable(d)) if d.document_id == id.to_string())),
+        "{events:?}"
+    );
+    assert!(
+        empty.get_heads().is_empty(),
+        "nothing of the Comas document may leak"
+    );
+
+    let unknown = DocumentId::random();
+    let events = a.request_doc(unknown, &mut Automerge::new()).await.unwrap();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Message(Message::DocUnavailable(_)))));
+
+    // A province-wide reviewer reads it.
+    let star = token("u-mml", &["vigilancia"], "*");
+    let mut r = ProtoClient::connect(&server.ws_url(&star), "peer-star")
+        .await
+        .unwrap();
+    let mut got = Automerge::new();
+    r.request_doc(id, &mut got).await.unwrap();
+    assert_eq!(got.get_heads(), doc.get_heads());
+}
+
+#[tokio::test]
+async fn ephemeral_messages_reach_the_other_peer() {
+    let server = TestServer::start().unwrap();
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::COMAS, "u-ana", "Alumbrado", &[]);
+    let mut a = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-a")
+        .await
+        .unwrap();
+    a.sync_doc(id, &mut doc).await.unwrap();
+    let mut b = ProtoClient::connect(&server.ws_url(&comas_leader("u-beto")), "peer-b")
+        .await
+        .unwrap();
+    let mut b_doc = Automerge::new();
+    b.request_doc(id, &mut b_doc).await.unwrap();
+
+    a.send(&Message::Ephemeral(EphemeralMessage {
+        sender_id: "peer-a".into(),
+        target_id: a.server_peer_id.clone(),
+        document_id: id.to_string(),
+        session_id: "s1".into(),
+        count: 1,
+        data: b"cursor:12".to_vec(),
+    }))
+    .await
+    .unwrap();
+    let mut got = None;
+    while let Some(ev) = b.next(Duration::from_secs(5)).await.unwrap() {
+        if let Event::Message(Message::Ephemeral(e)) = ev {
+            got = Some(e);
+            break;
+        }
+    }
+    let e = got.expect("ephemeral message relayed");
+    assert_eq!(e.data, b"cursor:12");
+    assert_eq!(e.sender_id, "peer-a");
+    assert_eq!(e.target_id, "peer-b");
+}
+
+#[tokio::test]
+async fn second_join_with_same_peer_id_replaces_old_socket() {
+    let server = TestServer::start().unwrap();
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::COMAS, "u-ana", "Muro de contención", &[]);
+    let url = server.ws_url(&comas_leader("u-ana"));
+    let mut old = ProtoClient::connect(&url, "phone-1").await.unwrap();
+    old.sync_doc(id, &mut doc).await.unwrap();
+    let mut new = ProtoClient::connect(&url, "phone-1").await.unwrap();
+    // The old socket is closed by the server.
+    let mut closed = false;
+    while let Some(ev) = old.next(Duration::from_secs(5)).await.unwrap() {
+        if let Event::Closed(_) = ev {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "old connection must be closed");
+    // The new one syncs normally and then goes quiet: no sync loop.
+    let mut copy = Automerge::new();
+    new.request_doc(id, &mut copy).await.unwrap();
+    assert_eq!(copy.get_heads(), doc.get_heads());
+    let before = new.received.len();
+    assert!(new
+        .next(Duration::from_millis(800))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(new.received.len(), before);
+}
+
+#[tokio::test]
+async fn websocket_upgrade_needs_a_valid_token() {
+    let server = TestServer::start().unwrap();
+    let url = format!("ws://{}/sync", server.addr);
+    let status = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => 101,
+    };
+    assert_eq!(status(tokio_tungstenite::connect_async(&url).await), 401);
+    let expired = token_with("u-x", &["leader"], "150110", 1_000, TEST_SECRET);
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(format!("{url}?token={expired}")).await),
+        401
+    );
+    let foreign = token_with(
+        "u-x",
+        &["leader"],
+        "150110",
+        u64::MAX / 2,
+        "another-secret-entirely",
+    );
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(format!("{url}?token={foreign}")).await),
+        401
+    );
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(format!("{url}?token=garbage")).await),
+        401
+    );
+    let good = comas_leader("u-ana");
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(format!("{url}?token={good}")).await),
+        101
+    );
+    assert!(!server.log().contains(&good), "tokens must never be logged");
+}
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let server = TestServer::start().unwrap();
+    let (status, _) = server.http_get("/healthz", None).unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = server.http_get("/metrics", None).unwrap();
+    assert_eq!(status, 401);
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::COMAS, "u-ana", "Módulo de seguridad", &[]);
+    let mut a = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-a")
+        .await
+        .unwrap();
+    a.sync_doc(id, &mut doc).await.unwrap();
+    let (status, body) = server
+        .http_get("/metrics", Some(&comas_leader("u-ana")))
+        .unwrap();
+    assert_eq!(status, 200);
+    for name in [
+        "minka_connections 1",
+        "minka_changes_applied_total",
+        "minka_fsync_seconds_bucket",
+        "minka_batch_seconds_count",
+        "minka_bytes_in_total",
+        "minka_loaded_documents",
+    ] {
+        assert!(body.contains(name), "{name} missing in\n{body}");
+    }
+    let applied: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("minka_changes_applied_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(applied >= 1);
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly_and_keeps_data() {
+    let mut server = TestServer::start().unwrap();
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::ATE, "u-ana", "Agua para Huaycán", &[]);
+    let mut a = ProtoClient::connect(
+        &server.ws_url(&token("u-ana", &["leader"], "150103")),
+        "peer-a",
+    )
+    .await
+    .unwrap();
+    a.sync_doc(id, &mut doc).await.unwrap();
+    assert!(
+        server.terminate(),
+        "minka must exit 0 on SIGTERM; log:\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("shutdown complete"));
+    let (ok, out) = server.tool(&["check"]).unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("store OK"));
+}
