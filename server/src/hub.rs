@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use automerge::sync::{self, SyncDoc};
 use automerge::{ActorId, Automerge, ChangeHash};
 use crdt_core::schema::{
-    apply_edits, DocType, DocumentHeader, Edit, IndexEntry, NewDocument, NewIndex,
+    apply_edits, budget_violations, Acta, ActaStatus, BudgetContext, DocType, DocumentHeader, Edit,
+    IndexEntry, NewDocument, NewIndex,
 };
 use crdt_core::wire::{
     DocUnavailableMessage, EphemeralMessage, ErrorMessage, Message, SyncMessage,
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{now_unix, AuthUser};
 use crate::durability::Durability;
 use crate::metrics::Metrics;
+use crate::gate::{parse_chunks, sanitize_heads, Gate};
 use crate::store::{ChunkLedger, DocStore};
 
 /// Tuning of the hub.
@@ -44,6 +46,8 @@ pub struct HubConfig {
     pub doc_queue: usize,
     /// Most commands handled in one batch.
     pub max_batch: usize,
+    /// Judge every incoming change (actor binding, permissions). Only the benchmark turns it off.
+    pub check_writes: bool,
 }
 
 impl Default for HubConfig {
@@ -54,6 +58,7 @@ impl Default for HubConfig {
             idle_unload: Duration::from_secs(60),
             doc_queue: 1024,
             max_batch: 512,
+            check_writes: true,
         }
     }
 }
@@ -162,9 +167,47 @@ pub enum DocCmd {
     },
     /// A copy of the current document, for readers such as the HTTP API.
     Snapshot { reply: oneshot::Sender<Automerge> },
+    /// Seal an acta (the server's own write), after checking signatures and the budget.
+    Seal {
+        user: Arc<AuthUser>,
+        budget: BudgetContext,
+        reply: oneshot::Sender<Result<SealRecord, SealError>>,
+    },
     /// Persist and stop (eviction or shutdown).
     Unload,
 }
+
+/// What sealing stores: the sealed heads and the SHA-256 of the sealed state's canonical JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SealRecord {
+    pub document_id: String,
+    pub heads: Vec<String>,
+    pub sha256: String,
+    pub sealed_by: String,
+    pub sealed_at: u64,
+}
+
+/// Why an acta could not be sealed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SealError {
+    #[error("{0}")]
+    NotSealable(String),
+    #[error("budget invariants violated")]
+    Budget(Vec<crdt_core::schema::Warning>),
+    #[error("server error: {0}")]
+    Internal(String),
+}
+
+/// The SHA-256 (hex) of a document's canonical JSON at `heads`.
+pub fn state_hash(doc: &Automerge, heads: &[ChangeHash]) -> String {
+    use sha2::{Digest, Sha256};
+    let json = crdt_core::schema::to_json_at(doc, heads);
+    hex::encode(Sha256::digest(serde_json::to_vec(&json).expect("json")))
+}
+
+/// Meta table of seal records, keyed by document id bytes.
+pub const SEALS: &str = "seals";
 
 struct Slot {
     tx: mpsc::Sender<DocCmd>,
@@ -183,6 +226,7 @@ struct Inner {
     tracker: TaskTracker,
     runtime: tokio::runtime::Handle,
     stopping: AtomicBool,
+    gate: Gate,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -215,6 +259,7 @@ impl Hub {
             tracker: TaskTracker::new(),
             runtime,
             stopping: AtomicBool::new(false),
+            gate: Gate::new(),
         }))
     }
 
@@ -382,6 +427,8 @@ struct DocTask {
     ledger: ChunkLedger,
     peers: HashMap<u64, PeerState>,
     header: Option<DocumentHeader>,
+    /// Rejected changes of this document with their dependencies.
+    rejected: HashMap<ChangeHash, Vec<ChangeHash>>,
 }
 
 impl DocTask {
@@ -401,6 +448,7 @@ impl DocTask {
             ledger: ChunkLedger::default(),
             peers: HashMap::new(),
             header: None,
+            rejected: HashMap::new(),
         }
     }
 
@@ -421,6 +469,8 @@ impl DocTask {
                 .map_err(|e| format!("document {id}: chunk does not load: {e}"))?;
         }
         self.ledger = ChunkLedger::from_chunks(&chunks);
+        self.rejected = Gate::rejected_changes(self.hub.0.store.as_ref(), &self.id)
+            .map_err(|e| e.to_string())?;
         self.persisted = self.doc.get_heads();
         self.header = DocumentHeader::read(&self.doc).ok();
         self.doc.set_actor(self.hub.0.actor.clone());
@@ -498,6 +548,7 @@ impl DocTask {
         metrics.batch_messages.observe(batch.len() as f64);
         let mut touched: HashSet<u64> = HashSet::new();
         let mut requested: HashSet<u64> = HashSet::new();
+        let mut seal_replies = Vec::new();
         for cmd in batch {
             match cmd {
                 DocCmd::Sync {
@@ -509,7 +560,7 @@ impl DocTask {
                         self.unavailable(&peer);
                         continue;
                     }
-                    let msg = match sync::Message::decode(&data) {
+                    let mut msg = match sync::Message::decode(&data) {
                         Ok(m) => m,
                         Err(e) => {
                             peer.send_error(
@@ -519,6 +570,10 @@ impl DocTask {
                             continue;
                         }
                     };
+                    let chunks = std::mem::replace(&mut msg.changes, sync::ChunkList::empty());
+                    if !chunks.is_empty() && !self.admit(&peer, &chunks) {
+                        continue;
+                    }
                     let conn = peer.conn_id;
                     let entry = self.peers.entry(conn).or_insert_with(|| PeerState {
                         handle: peer,
@@ -530,6 +585,12 @@ impl DocTask {
                             format!("document {}: sync message rejected: {e}", self.id),
                         );
                         continue;
+                    }
+                    if !self.rejected.is_empty() {
+                        let theirs = entry.state.their_heads.clone().unwrap_or_default();
+                        if let Some(clean) = sanitize_heads(&theirs, &self.rejected, &self.doc) {
+                            entry.state.their_heads = Some(clean);
+                        }
                     }
                     touched.insert(conn);
                     if request {
@@ -564,6 +625,18 @@ impl DocTask {
                 DocCmd::Snapshot { reply } => {
                     let _ = reply.send(self.doc.clone());
                 }
+                DocCmd::Seal {
+                    user,
+                    budget,
+                    reply,
+                } => {
+                    let result = self.seal(&user, &budget);
+                    if let Err(e) = &result {
+                        let _ = reply.send(Err(e.clone()));
+                    } else {
+                        seal_replies.push((reply, result));
+                    }
+                }
                 DocCmd::Unload => {}
             }
         }
@@ -582,6 +655,22 @@ impl DocTask {
             }
             // Everyone connected to this document hears about the new changes.
             touched.extend(self.peers.keys().copied());
+        }
+        // Seals are answered only once the sealed state is durable.
+        for (reply, result) in seal_replies {
+            let result = result.and_then(|record| {
+                self.hub
+                    .0
+                    .store
+                    .meta_put(SEALS, self.id.as_bytes(), &serde_json::to_vec(&record).expect("json"))
+                    .map_err(|e| SealError::Internal(e.to_string()))?;
+                Ok(record)
+            });
+            let durable = self.hub.0.durability.wait().await;
+            let _ = reply.send(match durable {
+                Ok(()) => result,
+                Err(e) => Err(SealError::Internal(e.to_string())),
+            });
         }
 
         let empty = self.doc.get_heads().is_empty();
@@ -618,6 +707,104 @@ impl DocTask {
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
         true
+    }
+
+    /// Runs a peer's changes through the write gate and applies the accepted ones. False when the
+    /// message could not be judged at all (the peer got an `error`).
+    fn admit(&mut self, peer: &PeerHandle, chunks: &sync::ChunkList) -> bool {
+        let changes = match parse_chunks(chunks.iter()) {
+            Ok(c) => c,
+            Err(e) => {
+                peer.send_error(self.server_id(), format!("document {}: {e}", self.id));
+                return false;
+            }
+        };
+        let inner = &self.hub.0;
+        let district = self.header.as_ref().map(|h| h.district.to_string());
+        let admission = match inner.gate.admit(
+            inner.store.as_ref(),
+            &self.id,
+            district,
+            &self.doc,
+            &peer.user,
+            changes,
+            &mut self.rejected,
+            inner.config.check_writes,
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(doc.id = %self.id, error = %e, "write gate failed");
+                peer.send_error(self.server_id(), format!("document {}: server error, try again", self.id));
+                return false;
+            }
+        };
+        if let Some(doc) = admission.doc {
+            self.doc = doc;
+            self.doc.set_actor(inner.actor.clone());
+        }
+        if !admission.unchecked.is_empty() {
+            if let Err(e) = self.doc.apply_changes(admission.unchecked) {
+                peer.send_error(self.server_id(), format!("document {}: {e}", self.id));
+                return false;
+            }
+        }
+        if let Some((hash, reason)) = admission.rejected.first() {
+            inner.metrics.changes_rejected.add(admission.rejected.len() as u64);
+            tracing::info!(doc.id = %self.id, user = %peer.user.user, rejected = admission.rejected.len(), %reason, "changes quarantined");
+            let more = match admission.rejected.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            peer.send_error(
+                self.server_id(),
+                format!("document {}: change {hash} rejected: {reason}{more}", self.id),
+            );
+        }
+        true
+    }
+
+    /// Checks and writes the seal; the caller persists it with the batch.
+    fn seal(&mut self, user: &AuthUser, budget: &BudgetContext) -> Result<SealRecord, SealError> {
+        let acta = Acta::read(&self.doc).map_err(|e| SealError::NotSealable(format!("not an acta: {e}")))?;
+        if !user.district.covers(acta.header.district) {
+            return Err(SealError::NotSealable("not an acta of your district".into()));
+        }
+        if acta.status != ActaStatus::Signing {
+            return Err(SealError::NotSealable(format!(
+                "acta status is `{}`; only an acta in `signing` can be sealed",
+                acta.status
+            )));
+        }
+        if !acta.has_signing_majority() {
+            let (signed, voters) = acta.voter_signatures();
+            return Err(SealError::NotSealable(format!(
+                "{signed} of {voters} voting attendees have signed; a majority is needed"
+            )));
+        }
+        let violations = match &budget.process {
+            Some(process) => budget_violations(process, &acta, &budget.proposal_zones),
+            None => {
+                return Err(SealError::NotSealable(format!(
+                    "district {} has no process document for {} (its ceilings)",
+                    acta.header.district, acta.header.process_year
+                )))
+            }
+        };
+        if !violations.is_empty() {
+            return Err(SealError::Budget(violations));
+        }
+        let now = now_unix();
+        let edit = Edit::SetActaStatus(ActaStatus::Sealed);
+        apply_edits(&mut self.doc, &[edit], &format!("sealed by {}", user.user), now as i64)
+            .map_err(|e| SealError::Internal(e.to_string()))?;
+        let heads = self.doc.get_heads();
+        Ok(SealRecord {
+            document_id: self.id.to_string(),
+            heads: heads.iter().map(|h| h.to_string()).collect(),
+            sha256: state_hash(&self.doc, &heads),
+            sealed_by: user.user.to_string(),
+            sealed_at: now,
+        })
     }
 
     fn unavailable(&self, peer: &PeerHandle) {

@@ -5,6 +5,7 @@
 //! on shutdown it stops accepting, closes connections, lets every document finish its batch,
 //! and makes the store durable before returning.
 
+pub mod api;
 pub mod auth;
 pub mod conn;
 pub mod durability;
@@ -43,6 +44,8 @@ pub struct ServeConfig {
     pub send_queue: usize,
     pub heartbeat: Duration,
     pub workers: usize,
+    /// Test-only: skip the write gate (the benchmark measures its cost with it).
+    pub skip_write_checks: bool,
 }
 
 /// Shared state of the HTTP and WebSocket handlers.
@@ -107,6 +110,7 @@ pub async fn run(
         HubConfig {
             server_peer_id: format!("minka-{}", &storage_id[..12]),
             max_loaded_docs: config.max_loaded_docs,
+            check_writes: !config.skip_write_checks,
             ..HubConfig::default()
         },
         actor,
@@ -135,6 +139,7 @@ pub async fn run(
             .app_data(app_state.clone())
             .app_data(keys.clone())
             .configure(http::configure)
+            .configure(api::configure)
             .route("/sync", web::get().to(conn::sync_ws))
     })
     .workers(config.workers.max(1))
@@ -159,3 +164,4 @@ pub async fn run(
     tracing::info!("shutdown complete");
     Ok(())
 }
+pub mod gate;

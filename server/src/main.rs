@@ -74,6 +74,9 @@ struct ServeArgs {
     /// HTTP worker threads.
     #[arg(long, env = "MINKA_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// TEST ONLY: accept every change without the write gate (for the benchmark of its cost).
+    #[arg(long, env = "MINKA_UNSAFE_SKIP_WRITE_CHECKS", hide = true)]
+    unsafe_skip_write_checks: bool,
 }
 
 #[derive(Args)]
@@ -177,8 +180,8 @@ async fn main() -> anyhow::Result<()> {
             let store = tools::open_store(&args.data_dir)?;
             let report = tools::check(&store)?;
             println!(
-                "{} documents, {} chunks checked",
-                report.documents, report.chunks
+                "{} documents, {} chunks, {} seals checked",
+                report.documents, report.chunks, report.seals
             );
             for p in &report.problems {
                 println!("PROBLEM: {p}");
@@ -224,7 +227,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         send_queue: args.send_queue,
         heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
         workers: args.workers,
+        skip_write_checks: args.unsafe_skip_write_checks,
     };
+    if config.skip_write_checks {
+        tracing::warn!("write checks are OFF (--unsafe-skip-write-checks): for benchmarks only");
+    }
     minka_server::run(config, listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -12,7 +12,38 @@ use crate::store::{ChunkKind, DocStore, SledStore, StoreError};
 pub struct CheckReport {
     pub documents: usize,
     pub chunks: usize,
+    pub seals: usize,
     pub problems: Vec<String>,
+}
+
+/// A sealed acta must still be at its sealed heads, in status `sealed`, with the same state hash.
+fn verify_seal(doc: &Automerge, raw: &[u8]) -> Result<(), String> {
+    let record: crate::hub::SealRecord =
+        serde_json::from_slice(raw).map_err(|e| format!("unreadable seal record: {e}"))?;
+    let heads = record
+        .heads
+        .iter()
+        .map(|h| h.parse::<automerge::ChangeHash>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if heads.iter().any(|h| doc.get_change_by_hash(h).is_none()) {
+        return Err("sealed heads are missing from the document".into());
+    }
+    let hash = crate::hub::state_hash(doc, &heads);
+    if hash != record.sha256 {
+        return Err(format!("state hash {hash} differs from the sealed {}", record.sha256));
+    }
+    let mut current = doc.get_heads();
+    let mut sealed = heads.clone();
+    current.sort();
+    sealed.sort();
+    if current != sealed {
+        return Err("the acta changed after it was sealed".into());
+    }
+    let acta = crdt_core::schema::Acta::read(doc).map_err(|e| e.to_string())?;
+    if acta.status != crdt_core::schema::ActaStatus::Sealed {
+        return Err(format!("status is `{}`, not `sealed`", acta.status));
+    }
+    Ok(())
 }
 
 /// Verifies every chunk against its hash and that every document loads.
@@ -41,6 +72,12 @@ pub fn check(store: &dyn DocStore) -> Result<CheckReport, StoreError> {
                 report
                     .problems
                     .push(format!("document {id}: chunk does not load: {e}"));
+            }
+        }
+        if let Some(raw) = store.meta_get(crate::hub::SEALS, id.as_bytes())? {
+            report.seals += 1;
+            if let Err(problem) = verify_seal(&doc, &raw) {
+                report.problems.push(format!("document {id}: seal: {problem}"));
             }
         }
         let missing = doc.get_missing_deps(&[]);

@@ -104,6 +104,36 @@ impl TestServer {
         Ok(s)
     }
 
+    /// A server whose data directory exists (empty) but whose process is not started yet, so a
+    /// test can run offline tools (`demo`) first; [`Self::restart`] then starts it.
+    pub fn unstarted(args: &[&str]) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let data_dir = tmp.path().join("data");
+        Ok(Self {
+            child: None,
+            addr: String::new(),
+            data_dir,
+            _tmp: Some(tmp),
+            log: Arc::new(Mutex::new(String::new())),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    /// The value of an unlabelled metric from `GET /metrics` (read with an admin token).
+    pub fn metric(&self, name: &str) -> Result<f64> {
+        let t = token("u-metrics", &["admin"], "*");
+        let (status, body) = self.http_get("/metrics", Some(&t))?;
+        if status != 200 {
+            bail!("GET /metrics: {status} {body}");
+        }
+        body.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == name).then(|| v.trim().parse::<f64>().ok())?
+            })
+            .ok_or_else(|| anyhow!("metric {name} not found in\n{body}"))
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let mut child = Command::new(minka_bin())
             .arg("serve")
@@ -458,6 +488,24 @@ impl ProtoClient {
                 Some(ev) => others.push(ev),
             }
         }
+    }
+
+    /// Opens a WebSocket without sending `join` (for tests of what may come first).
+    pub async fn connect_unjoined(url: &str, peer_id: &str) -> Result<Self> {
+        Ok(Self {
+            ws: connect_raw(url).await?,
+            peer_id: peer_id.to_string(),
+            server_peer_id: String::new(),
+            states: HashMap::new(),
+            received: Vec::new(),
+            bytes_in: 0,
+            bytes_out: 0,
+        })
+    }
+
+    /// The heads the server last told us it has for a document (its acknowledgement).
+    pub fn server_heads(&self, id: DocumentId) -> Option<Vec<automerge::ChangeHash>> {
+        self.states.get(&id)?.their_heads.clone()
     }
 
     /// Forgets the sync state of a document (as after a reconnect).

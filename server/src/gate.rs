@@ -1,0 +1,372 @@
+//! The write gate: every batch of changes a peer sends is judged before it joins the stored document.
+//!
+//! A change passes when its actor is bound to the sending user (first sight binds it), it does not
+//! depend on a change that was rejected, and the crdt-core permission function allows it for the
+//! user's roles and district against the document as it was before. Rejected changes are kept in
+//! the quarantine (never lost, never relayed) and the peer is told why.
+//!
+//! The common case — a batch that is wholly allowed — costs one permission check; only a denied
+//! batch is re-judged change by change, so the allowed changes in it still land.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use std::sync::Mutex;
+
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+use crdt_core::permissions::{check_and_apply, Decision, Principal};
+use crdt_core::{DocumentId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{now_unix, AuthUser};
+use crate::store::{DocStore, StoreResult};
+
+const ACTORS: &str = "actors";
+const QUARANTINE: &str = "quarantine";
+const REJECTED: &str = "rejected";
+
+/// A change kept out of a document, as reviewers see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineEntry {
+    pub document_id: String,
+    pub district: Option<String>,
+    pub user: String,
+    pub user_name: String,
+    /// Unix seconds when it was rejected.
+    pub time: u64,
+    pub reason: String,
+    pub path: String,
+    pub hash: String,
+    pub actor: String,
+    /// The change bytes, hex.
+    pub change: String,
+}
+
+/// What became of one peer message's changes.
+pub struct Admission {
+    /// The document with the accepted changes applied (when any were accepted).
+    pub doc: Option<Automerge>,
+    pub accepted: usize,
+    pub rejected: Vec<(ChangeHash, String)>,
+    /// Changes held back because their dependencies have not arrived.
+    pub held: usize,
+    /// With checks switched off: the changes to apply as they are.
+    pub unchecked: Vec<Change>,
+}
+
+/// Actor bindings (cached) and quarantine storage.
+pub struct Gate {
+    actors: Mutex<HashMap<ActorId, UserId>>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self {
+            actors: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The user an actor is bound to, if any.
+    pub fn binding(&self, store: &dyn DocStore, actor: &ActorId) -> StoreResult<Option<UserId>> {
+        if let Some(u) = self.actors.lock().unwrap().get(actor) {
+            return Ok(Some(u.clone()));
+        }
+        let found = store
+            .meta_get(ACTORS, actor.to_bytes())?
+            .and_then(|v| UserId::new(String::from_utf8_lossy(&v).into_owned()).ok());
+        if let Some(u) = &found {
+            self.actors.lock().unwrap().insert(actor.clone(), u.clone());
+        }
+        Ok(found)
+    }
+
+    fn bind(&self, store: &dyn DocStore, actor: &ActorId, user: &UserId) -> StoreResult<()> {
+        store.meta_put(ACTORS, actor.to_bytes(), user.as_str().as_bytes())?;
+        self.actors.lock().unwrap().insert(actor.clone(), user.clone());
+        Ok(())
+    }
+
+    /// A document's rejected changes with their dependencies (to reject what depends on them,
+    /// and to keep a peer that holds them from looking out of sync).
+    pub fn rejected_changes(
+        store: &dyn DocStore,
+        doc: &DocumentId,
+    ) -> StoreResult<HashMap<ChangeHash, Vec<ChangeHash>>> {
+        Ok(store
+            .meta_scan(REJECTED, doc.as_bytes())?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let hash = ChangeHash::try_from(&k[16..]).ok()?;
+                let deps = v.chunks(32).filter_map(|d| ChangeHash::try_from(d).ok()).collect();
+                Some((hash, deps))
+            })
+            .collect())
+    }
+
+    /// Every quarantined change, oldest first.
+    pub fn quarantine(store: &dyn DocStore) -> StoreResult<Vec<QuarantineEntry>> {
+        let mut all: Vec<QuarantineEntry> = store
+            .meta_scan(QUARANTINE, b"")?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        all.sort_by(|a, b| (a.time, &a.hash).cmp(&(b.time, &b.hash)));
+        Ok(all)
+    }
+
+    fn record(
+        store: &dyn DocStore,
+        doc_id: &DocumentId,
+        district: Option<String>,
+        user: &AuthUser,
+        change: &Change,
+        path: &str,
+        reason: &str,
+    ) -> StoreResult<()> {
+        let hash = change.hash();
+        let entry = QuarantineEntry {
+            document_id: doc_id.to_string(),
+            district,
+            user: user.user.to_string(),
+            user_name: user.name.clone(),
+            time: now_unix(),
+            reason: reason.to_string(),
+            path: path.to_string(),
+            hash: hash.to_string(),
+            actor: change.actor_id().to_hex_string(),
+            change: hex::encode(change.raw_bytes()),
+        };
+        let mut key = doc_id.as_bytes().to_vec();
+        key.extend_from_slice(hash.as_ref());
+        store.meta_put(
+            QUARANTINE,
+            &key,
+            &serde_json::to_vec(&entry).expect("serializable"),
+        )?;
+        let deps: Vec<u8> = change.deps().iter().flat_map(|d| d.as_ref().to_vec()).collect();
+        store.meta_put(REJECTED, &key, &deps)
+    }
+
+    /// Judges `changes` from `user` against `doc`. Writes bindings and quarantine entries; the
+    /// caller persists the accepted document and waits for durability.
+    #[allow(clippy::too_many_arguments)] // one call site; the arguments are the batch's context
+    pub fn admit(
+        &self,
+        store: &dyn DocStore,
+        doc_id: &DocumentId,
+        district: Option<String>,
+        doc: &Automerge,
+        user: &AuthUser,
+        changes: Vec<Change>,
+        rejected: &mut HashMap<ChangeHash, Vec<ChangeHash>>,
+        check_permissions: bool,
+    ) -> StoreResult<Admission> {
+        let principal = Principal::new(user.user.clone(), user.roles.iter().copied(), user.district);
+        let mut fresh: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| doc.get_change_by_hash(&c.hash()).is_none() && !rejected.contains_key(&c.hash()))
+            .collect();
+        let mut out = Admission {
+            doc: None,
+            accepted: 0,
+            rejected: Vec::new(),
+            held: 0,
+            unchecked: Vec::new(),
+        };
+        if fresh.is_empty() {
+            return Ok(out);
+        }
+        fresh = causal_order(fresh);
+        let mut reject = |c: &Change, path: &str, reason: String, rejected: &mut HashMap<ChangeHash, Vec<ChangeHash>>| -> StoreResult<()> {
+            Self::record(store, doc_id, district.clone(), user, c, path, &reason)?;
+            rejected.insert(c.hash(), c.deps().to_vec());
+            out.rejected.push((c.hash(), if path.is_empty() { reason } else { format!("{path}: {reason}") }));
+            Ok(())
+        };
+
+        // Actor binding and dependencies on rejected changes, change by change.
+        let mut candidates = Vec::with_capacity(fresh.len());
+        let mut new_bindings: BTreeSet<ActorId> = BTreeSet::new();
+        for c in fresh {
+            if c.deps().iter().any(|d| rejected.contains_key(d)) {
+                reject(&c, "", "depends on a rejected change".into(), rejected)?;
+                continue;
+            }
+            let actor = c.actor_id().clone();
+            match self.binding(store, &actor)? {
+                Some(owner) if owner != user.user => {
+                    reject(
+                        &c,
+                        "",
+                        format!("actor {} belongs to another user: nobody writes in another person's name", actor.to_hex_string()),
+                        rejected,
+                    )?;
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    new_bindings.insert(actor);
+                }
+            }
+            candidates.push(c);
+        }
+        if candidates.is_empty() {
+            return Ok(out);
+        }
+
+        if !check_permissions {
+            // Test-only switch for the benchmark: the caller applies these unchecked.
+            for actor in new_bindings {
+                self.bind(store, &actor, &user.user)?;
+            }
+            out.accepted = candidates.len();
+            out.unchecked = candidates;
+            return Ok(out);
+        } else {
+            // Fast path: the whole batch at once.
+            let (decision, after) = check_and_apply(&principal, doc, &candidates);
+            match decision {
+                Decision::Allowed => {
+                    out.accepted = candidates.len();
+                    out.doc = Some(after);
+                }
+                Decision::MissingDependencies(_) | Decision::Denied(_) => {
+                    // Slow path: judge each change on the document as accepted so far.
+                    let mut current = doc.clone();
+                    let mut any = false;
+                    for c in candidates {
+                        if c.deps().iter().any(|d| rejected.contains_key(d)) {
+                            reject(&c, "", "depends on a rejected change".into(), rejected)?;
+                            continue;
+                        }
+                        let (decision, after) = check_and_apply(&principal, &current, std::slice::from_ref(&c));
+                        match decision {
+                            Decision::Allowed => {
+                                current = after;
+                                out.accepted += 1;
+                                any = true;
+                            }
+                            Decision::MissingDependencies(_) => out.held += 1,
+                            Decision::Denied(v) => {
+                                let first = v.first().cloned();
+                                let (path, reason) = first
+                                    .map(|v| (v.path, v.reason))
+                                    .unwrap_or_else(|| (String::new(), "not allowed".into()));
+                                reject(&c, &path, reason, rejected)?;
+                            }
+                        }
+                    }
+                    if any {
+                        out.doc = Some(current);
+                    }
+                }
+            }
+        }
+
+        // Bind actors first seen in accepted changes to this user.
+        if let Some(after) = &out.doc {
+            for actor in new_bindings {
+                let used = after
+                    .get_changes(&doc.get_heads())
+                    .iter()
+                    .any(|c| c.actor_id() == &actor);
+                if used {
+                    self.bind(store, &actor, &user.user)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Changes sorted so every change comes after its dependencies within the batch.
+fn causal_order(changes: Vec<Change>) -> Vec<Change> {
+    let hashes: HashSet<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+    let mut remaining = changes;
+    remaining.sort_by_key(|c| c.hash());
+    let mut placed: HashSet<ChangeHash> = HashSet::new();
+    let mut out = Vec::with_capacity(remaining.len());
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        let mut rest = Vec::new();
+        for c in remaining {
+            if c.deps().iter().all(|d| !hashes.contains(d) || placed.contains(d)) {
+                placed.insert(c.hash());
+                out.push(c);
+            } else {
+                rest.push(c);
+            }
+        }
+        if rest.len() == before {
+            // A cycle cannot happen with hashes; keep whatever is left in hash order.
+            out.extend(rest);
+            break;
+        }
+        remaining = rest;
+    }
+    out
+}
+
+/// Replaces rejected hashes in a peer's heads by the accepted changes they were built on, reduced
+/// to true heads, so a peer that holds a rejected change does not look forever behind (which would
+/// send both sides into a sync loop).
+pub fn sanitize_heads(
+    heads: &[ChangeHash],
+    rejected: &HashMap<ChangeHash, Vec<ChangeHash>>,
+    doc: &Automerge,
+) -> Option<Vec<ChangeHash>> {
+    if !heads.iter().any(|h| rejected.contains_key(h)) {
+        return None;
+    }
+    let mut out: BTreeSet<ChangeHash> = BTreeSet::new();
+    let mut seen: HashSet<ChangeHash> = HashSet::new();
+    let mut stack: Vec<ChangeHash> = heads.to_vec();
+    while let Some(h) = stack.pop() {
+        if !seen.insert(h) {
+            continue;
+        }
+        match rejected.get(&h) {
+            Some(deps) => stack.extend(deps.iter().copied()),
+            None => {
+                out.insert(h);
+            }
+        }
+    }
+    // Drop any hash that is an ancestor of another one.
+    let mut ancestors: HashSet<ChangeHash> = HashSet::new();
+    let mut walk: Vec<ChangeHash> = out
+        .iter()
+        .filter_map(|h| doc.get_change_by_hash(h))
+        .flat_map(|c| c.deps().to_vec())
+        .collect();
+    while let Some(h) = walk.pop() {
+        if !ancestors.insert(h) {
+            continue;
+        }
+        if let Some(c) = doc.get_change_by_hash(&h) {
+            walk.extend(c.deps().iter().copied());
+        }
+    }
+    Some(out.into_iter().filter(|h| !ancestors.contains(h)).collect())
+}
+
+/// Parses the `changes` of a sync message: change chunks, or whole documents (v2 messages).
+pub fn parse_chunks<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Result<Vec<Change>, String> {
+    let mut out = Vec::new();
+    for chunk in chunks {
+        match Change::from_bytes(chunk.to_vec()) {
+            Ok(c) => out.push(c),
+            Err(_) => {
+                let doc = Automerge::load(chunk).map_err(|e| format!("undecodable change: {e}"))?;
+                out.extend(doc.get_changes(&[]));
+            }
+        }
+    }
+    Ok(out)
+}
