@@ -268,6 +268,32 @@ mod tests {
     }
 
     #[test]
+    fn refuses_tokens_with_missing_claims() {
+        let secret = "0123456789abcdef0123";
+        let keys = JwtKeys::new(&JwtSecret::new(secret));
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap()
+        };
+        let exp = now_unix() + 60;
+        // No roles/district/name.
+        let t = sign(serde_json::json!({"sub": "u-1", "exp": exp, "iat": now_unix()}));
+        assert!(matches!(keys.verify(&t), Err(AuthError::Invalid(_))));
+        // No exp.
+        let t = sign(serde_json::json!({"sub": "u-1", "name": "x", "roles": ["leader"], "district": "150110", "iat": now_unix()}));
+        assert!(matches!(keys.verify(&t), Err(AuthError::Invalid(_))));
+        // Unknown role, district outside Lima.
+        let t = sign(serde_json::json!({"sub": "u-1", "name": "x", "roles": ["alcalde"], "district": "150110", "exp": exp, "iat": now_unix()}));
+        assert!(matches!(keys.verify(&t), Err(AuthError::Invalid(_))));
+        let t = sign(serde_json::json!({"sub": "u-1", "name": "x", "roles": ["leader"], "district": "040101", "exp": exp, "iat": now_unix()}));
+        assert!(matches!(keys.verify(&t), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
     fn secret_debug_is_redacted() {
         let s = JwtSecret::new("super-secret-value-123");
         assert!(!format!("{s:?}").contains("super"));

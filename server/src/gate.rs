@@ -86,7 +86,8 @@ impl Gate {
         Ok(found)
     }
 
-    fn bind(&self, store: &dyn DocStore, actor: &ActorId, user: &UserId) -> StoreResult<()> {
+    /// Binds an actor to a user (also used by `minka demo` for its fixed demo actors).
+    pub fn bind(&self, store: &dyn DocStore, actor: &ActorId, user: &UserId) -> StoreResult<()> {
         store.meta_put(ACTORS, actor.to_bytes(), user.as_str().as_bytes())?;
         self.actors.lock().unwrap().insert(actor.clone(), user.clone());
         Ok(())

@@ -203,6 +203,11 @@ async fn main() -> anyhow::Result<()> {
             let store = tools::open_store(&args.store.data_dir)?;
             let docs = crdt_core::demo::demo_documents(args.process_year, now_unix() as i64);
             let n = tools::write_documents(&store, docs.into_iter().map(|d| (d.id, d.doc)))?;
+            // The demo users' phones write with fixed actors: bind them, as first sight would.
+            let gate = minka_server::gate::Gate::new();
+            for user in crdt_core::demo::demo_users() {
+                gate.bind(&store, &crdt_core::demo::demo_actor(&user.id), &user.id)?;
+            }
             store.sync()?;
             println!(
                 "seeded {n} demo documents into {}",
