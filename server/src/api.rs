@@ -30,7 +30,10 @@ fn parse_id(raw: &str) -> Result<DocumentId, ApiError> {
 /// The process document and the proposals' zones of a district, found through its index.
 async fn budget_context(hub: &Hub, district: Ubigeo, year: u16) -> Result<BudgetContext, ApiError> {
     let stopped = |_| ApiError::Unavailable("server is shutting down".into());
-    let index_doc = hub.snapshot(DocumentId::index_for(district, year)).await.map_err(stopped)?;
+    let index_doc = hub
+        .snapshot(DocumentId::index_for(district, year))
+        .await
+        .map_err(stopped)?;
     let Ok(index) = Index::read(&index_doc) else {
         return Ok(BudgetContext::default());
     };
@@ -51,7 +54,10 @@ async fn budget_context(hub: &Hub, district: Ubigeo, year: u16) -> Result<Budget
             _ => {}
         }
     }
-    Ok(BudgetContext::new(process, proposals.iter().map(|(id, p)| (*id, p))))
+    Ok(BudgetContext::new(
+        process,
+        proposals.iter().map(|(id, p)| (*id, p)),
+    ))
 }
 
 /// `POST /api/v1/docs/{id}/seal`: seals an acta in `signing` with a majority of voting attendees
@@ -62,7 +68,9 @@ async fn seal(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if !(user.has_role(Role::Tecnico) || user.has_role(Role::Admin)) {
-        return Err(ApiError::Forbidden("sealing needs the tecnico or admin role".into()));
+        return Err(ApiError::Forbidden(
+            "sealing needs the tecnico or admin role".into(),
+        ));
     }
     let id = parse_id(&path)?;
     let doc = state
@@ -73,7 +81,10 @@ async fn seal(
     let header = match AnyDocument::read(&doc) {
         Ok(AnyDocument::Acta(a)) if user.district.covers(a.header.district) => a.header,
         Ok(d) if user.district.covers(d.header().district) => {
-            return Err(ApiError::Conflict(format!("document {id} is a {}, not an acta", d.doc_type())))
+            return Err(ApiError::Conflict(format!(
+                "document {id} is a {}, not an acta",
+                d.doc_type()
+            )))
         }
         _ => return Err(ApiError::NotFound(format!("document {id}"))),
     };
@@ -94,10 +105,12 @@ async fn seal(
     match rx.await {
         Ok(Ok(record)) => Ok(HttpResponse::Ok().json(record)),
         Ok(Err(SealError::NotSealable(why))) => Err(ApiError::Conflict(why)),
-        Ok(Err(SealError::Budget(violations))) => Ok(HttpResponse::Conflict().json(serde_json::json!({
-            "error": "budget invariants violated: the acta cannot be sealed",
-            "violations": violations,
-        }))),
+        Ok(Err(SealError::Budget(violations))) => {
+            Ok(HttpResponse::Conflict().json(serde_json::json!({
+                "error": "budget invariants violated: the acta cannot be sealed",
+                "violations": violations,
+            })))
+        }
         Ok(Err(SealError::Internal(e))) => Err(ApiError::Internal(e)),
         Err(_) => Err(ApiError::Unavailable("server is shutting down".into())),
     }

@@ -284,12 +284,18 @@ mod tests {
         let t = sign(serde_json::json!({"sub": "u-1", "exp": exp, "iat": now_unix()}));
         assert!(matches!(keys.verify(&t), Err(AuthError::Invalid(_))));
         // No exp.
-        let t = sign(serde_json::json!({"sub": "u-1", "name": "x", "roles": ["leader"], "district": "150110", "iat": now_unix()}));
+        let t = sign(
+            serde_json::json!({"sub": "u-1", "name": "x", "roles": ["leader"], "district": "150110", "iat": now_unix()}),
+        );
         assert!(matches!(keys.verify(&t), Err(AuthError::Invalid(_))));
         // Unknown role, district outside Lima.
-        let t = sign(serde_json::json!({"sub": "u-1", "name": "x", "roles": ["alcalde"], "district": "150110", "exp": exp, "iat": now_unix()}));
+        let t = sign(
+            serde_json::json!({"sub": "u-1", "name": "x", "roles": ["alcalde"], "district": "150110", "exp": exp, "iat": now_unix()}),
+        );
         assert!(matches!(keys.verify(&t), Err(AuthError::Invalid(_))));
-        let t = sign(serde_json::json!({"sub": "u-1", "name": "x", "roles": ["leader"], "district": "040101", "exp": exp, "iat": now_unix()}));
+        let t = sign(
+            serde_json::json!({"sub": "u-1", "name": "x", "roles": ["leader"], "district": "040101", "exp": exp, "iat": now_unix()}),
+        );
         assert!(matches!(keys.verify(&t), Err(AuthError::Invalid(_))));
     }
 

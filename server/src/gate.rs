@@ -89,7 +89,10 @@ impl Gate {
     /// Binds an actor to a user (also used by `minka demo` for its fixed demo actors).
     pub fn bind(&self, store: &dyn DocStore, actor: &ActorId, user: &UserId) -> StoreResult<()> {
         store.meta_put(ACTORS, actor.to_bytes(), user.as_str().as_bytes())?;
-        self.actors.lock().unwrap().insert(actor.clone(), user.clone());
+        self.actors
+            .lock()
+            .unwrap()
+            .insert(actor.clone(), user.clone());
         Ok(())
     }
 
@@ -104,7 +107,10 @@ impl Gate {
             .into_iter()
             .filter_map(|(k, v)| {
                 let hash = ChangeHash::try_from(&k[16..]).ok()?;
-                let deps = v.chunks(32).filter_map(|d| ChangeHash::try_from(d).ok()).collect();
+                let deps = v
+                    .chunks(32)
+                    .filter_map(|d| ChangeHash::try_from(d).ok())
+                    .collect();
                 Some((hash, deps))
             })
             .collect())
@@ -150,7 +156,11 @@ impl Gate {
             &key,
             &serde_json::to_vec(&entry).expect("serializable"),
         )?;
-        let deps: Vec<u8> = change.deps().iter().flat_map(|d| d.as_ref().to_vec()).collect();
+        let deps: Vec<u8> = change
+            .deps()
+            .iter()
+            .flat_map(|d| d.as_ref().to_vec())
+            .collect();
         store.meta_put(REJECTED, &key, &deps)
     }
 
@@ -168,10 +178,13 @@ impl Gate {
         rejected: &mut HashMap<ChangeHash, Vec<ChangeHash>>,
         check_permissions: bool,
     ) -> StoreResult<Admission> {
-        let principal = Principal::new(user.user.clone(), user.roles.iter().copied(), user.district);
+        let principal =
+            Principal::new(user.user.clone(), user.roles.iter().copied(), user.district);
         let mut fresh: Vec<Change> = changes
             .into_iter()
-            .filter(|c| doc.get_change_by_hash(&c.hash()).is_none() && !rejected.contains_key(&c.hash()))
+            .filter(|c| {
+                doc.get_change_by_hash(&c.hash()).is_none() && !rejected.contains_key(&c.hash())
+            })
             .collect();
         let mut out = Admission {
             doc: None,
@@ -184,10 +197,21 @@ impl Gate {
             return Ok(out);
         }
         fresh = causal_order(fresh);
-        let mut reject = |c: &Change, path: &str, reason: String, rejected: &mut HashMap<ChangeHash, Vec<ChangeHash>>| -> StoreResult<()> {
+        let mut reject = |c: &Change,
+                          path: &str,
+                          reason: String,
+                          rejected: &mut HashMap<ChangeHash, Vec<ChangeHash>>|
+         -> StoreResult<()> {
             Self::record(store, doc_id, district.clone(), user, c, path, &reason)?;
             rejected.insert(c.hash(), c.deps().to_vec());
-            out.rejected.push((c.hash(), if path.is_empty() { reason } else { format!("{path}: {reason}") }));
+            out.rejected.push((
+                c.hash(),
+                if path.is_empty() {
+                    reason
+                } else {
+                    format!("{path}: {reason}")
+                },
+            ));
             Ok(())
         };
 
@@ -246,7 +270,8 @@ impl Gate {
                             reject(&c, "", "depends on a rejected change".into(), rejected)?;
                             continue;
                         }
-                        let (decision, after) = check_and_apply(&principal, &current, std::slice::from_ref(&c));
+                        let (decision, after) =
+                            check_and_apply(&principal, &current, std::slice::from_ref(&c));
                         match decision {
                             Decision::Allowed => {
                                 current = after;
@@ -297,7 +322,10 @@ fn causal_order(changes: Vec<Change>) -> Vec<Change> {
         let before = remaining.len();
         let mut rest = Vec::new();
         for c in remaining {
-            if c.deps().iter().all(|d| !hashes.contains(d) || placed.contains(d)) {
+            if c.deps()
+                .iter()
+                .all(|d| !hashes.contains(d) || placed.contains(d))
+            {
                 placed.insert(c.hash());
                 out.push(c);
             } else {

@@ -29,8 +29,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{now_unix, AuthUser};
 use crate::durability::Durability;
-use crate::metrics::Metrics;
 use crate::gate::{parse_chunks, sanitize_heads, Gate};
+use crate::metrics::Metrics;
 use crate::store::{ChunkLedger, DocStore};
 
 /// Tuning of the hub.
@@ -662,7 +662,11 @@ impl DocTask {
                 self.hub
                     .0
                     .store
-                    .meta_put(SEALS, self.id.as_bytes(), &serde_json::to_vec(&record).expect("json"))
+                    .meta_put(
+                        SEALS,
+                        self.id.as_bytes(),
+                        &serde_json::to_vec(&record).expect("json"),
+                    )
                     .map_err(|e| SealError::Internal(e.to_string()))?;
                 Ok(record)
             });
@@ -734,7 +738,10 @@ impl DocTask {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(doc.id = %self.id, error = %e, "write gate failed");
-                peer.send_error(self.server_id(), format!("document {}: server error, try again", self.id));
+                peer.send_error(
+                    self.server_id(),
+                    format!("document {}: server error, try again", self.id),
+                );
                 return false;
             }
         };
@@ -749,7 +756,10 @@ impl DocTask {
             }
         }
         if let Some((hash, reason)) = admission.rejected.first() {
-            inner.metrics.changes_rejected.add(admission.rejected.len() as u64);
+            inner
+                .metrics
+                .changes_rejected
+                .add(admission.rejected.len() as u64);
             tracing::info!(doc.id = %self.id, user = %peer.user.user, rejected = admission.rejected.len(), %reason, "changes quarantined");
             let more = match admission.rejected.len() {
                 1 => String::new(),
@@ -757,7 +767,10 @@ impl DocTask {
             };
             peer.send_error(
                 self.server_id(),
-                format!("document {}: change {hash} rejected: {reason}{more}", self.id),
+                format!(
+                    "document {}: change {hash} rejected: {reason}{more}",
+                    self.id
+                ),
             );
         }
         true
@@ -765,9 +778,12 @@ impl DocTask {
 
     /// Checks and writes the seal; the caller persists it with the batch.
     fn seal(&mut self, user: &AuthUser, budget: &BudgetContext) -> Result<SealRecord, SealError> {
-        let acta = Acta::read(&self.doc).map_err(|e| SealError::NotSealable(format!("not an acta: {e}")))?;
+        let acta = Acta::read(&self.doc)
+            .map_err(|e| SealError::NotSealable(format!("not an acta: {e}")))?;
         if !user.district.covers(acta.header.district) {
-            return Err(SealError::NotSealable("not an acta of your district".into()));
+            return Err(SealError::NotSealable(
+                "not an acta of your district".into(),
+            ));
         }
         if acta.status != ActaStatus::Signing {
             return Err(SealError::NotSealable(format!(
@@ -795,8 +811,13 @@ impl DocTask {
         }
         let now = now_unix();
         let edit = Edit::SetActaStatus(ActaStatus::Sealed);
-        apply_edits(&mut self.doc, &[edit], &format!("sealed by {}", user.user), now as i64)
-            .map_err(|e| SealError::Internal(e.to_string()))?;
+        apply_edits(
+            &mut self.doc,
+            &[edit],
+            &format!("sealed by {}", user.user),
+            now as i64,
+        )
+        .map_err(|e| SealError::Internal(e.to_string()))?;
         let heads = self.doc.get_heads();
         Ok(SealRecord {
             document_id: self.id.to_string(),

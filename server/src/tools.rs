@@ -23,14 +23,20 @@ fn verify_seal(doc: &Automerge, raw: &[u8]) -> Result<(), String> {
     let heads = record
         .heads
         .iter()
-        .map(|h| h.parse::<automerge::ChangeHash>().map_err(|e| e.to_string()))
+        .map(|h| {
+            h.parse::<automerge::ChangeHash>()
+                .map_err(|e| e.to_string())
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if heads.iter().any(|h| doc.get_change_by_hash(h).is_none()) {
         return Err("sealed heads are missing from the document".into());
     }
     let hash = crate::hub::state_hash(doc, &heads);
     if hash != record.sha256 {
-        return Err(format!("state hash {hash} differs from the sealed {}", record.sha256));
+        return Err(format!(
+            "state hash {hash} differs from the sealed {}",
+            record.sha256
+        ));
     }
     let mut current = doc.get_heads();
     let mut sealed = heads.clone();
@@ -77,7 +83,9 @@ pub fn check(store: &dyn DocStore) -> Result<CheckReport, StoreError> {
         if let Some(raw) = store.meta_get(crate::hub::SEALS, id.as_bytes())? {
             report.seals += 1;
             if let Err(problem) = verify_seal(&doc, &raw) {
-                report.problems.push(format!("document {id}: seal: {problem}"));
+                report
+                    .problems
+                    .push(format!("document {id}: seal: {problem}"));
             }
         }
         let missing = doc.get_missing_deps(&[]);

@@ -174,10 +174,11 @@ impl TestServer {
                 l.push('\n');
             }
         });
+        // Owned before any early return, so Drop kills it if the start fails.
+        self.child = Some(child);
         self.addr = rx
             .recv_timeout(Duration::from_secs(60))
             .map_err(|_| anyhow!("minka did not report its address; log:\n{}", self.log()))?;
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok((200, _)) = self.http_get("/healthz", None) {

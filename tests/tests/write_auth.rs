@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use crdt_core::schema::{
-    apply_edits, ActaKind, ActaStatus, Attendee, Comment, Edit, NewActa, NewDocument, NewObservation,
-    NewProcess, NewProposal, PrioritizedEntry, ProcessPhase, ProposalStatus, Signature,
+    apply_edits, ActaKind, ActaStatus, Attendee, Comment, Edit, NewActa, NewDocument,
+    NewObservation, NewProcess, NewProposal, PrioritizedEntry, ProcessPhase, ProposalStatus,
+    Signature,
 };
 use crdt_core::wire::Message;
 use crdt_core::{DocumentId, Ubigeo, UserId};
@@ -39,14 +40,46 @@ impl U {
     }
 }
 
-const ANA: U = U { id: "ana", roles: &["leader"], district: "150110" };
-const BETO: U = U { id: "beto", roles: &["leader"], district: "150110" };
-const CARLA: U = U { id: "carla", roles: &["leader"], district: "150110" };
-const TEC: U = U { id: "tec", roles: &["tecnico"], district: "150110" };
-const ADM: U = U { id: "adm", roles: &["admin"], district: "150110" };
-const VIG: U = U { id: "vig", roles: &["vigilancia"], district: "150110" };
-const SJM: U = U { id: "sjm", roles: &["leader"], district: "150133" };
-const REVIEWER: U = U { id: "rev", roles: &["vigilancia"], district: "*" };
+const ANA: U = U {
+    id: "ana",
+    roles: &["leader"],
+    district: "150110",
+};
+const BETO: U = U {
+    id: "beto",
+    roles: &["leader"],
+    district: "150110",
+};
+const CARLA: U = U {
+    id: "carla",
+    roles: &["leader"],
+    district: "150110",
+};
+const TEC: U = U {
+    id: "tec",
+    roles: &["tecnico"],
+    district: "150110",
+};
+const ADM: U = U {
+    id: "adm",
+    roles: &["admin"],
+    district: "150110",
+};
+const VIG: U = U {
+    id: "vig",
+    roles: &["vigilancia"],
+    district: "150110",
+};
+const SJM: U = U {
+    id: "sjm",
+    roles: &["leader"],
+    district: "150133",
+};
+const REVIEWER: U = U {
+    id: "rev",
+    roles: &["vigilancia"],
+    district: "*",
+};
 
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -68,7 +101,9 @@ struct World {
 
 fn err_for(events: &[Event], id: DocumentId) -> Option<String> {
     events.iter().find_map(|e| match e {
-        Event::Message(Message::Error(m)) if m.message.contains(&id.to_string()) => Some(m.message.clone()),
+        Event::Message(Message::Error(m)) if m.message.contains(&id.to_string()) => {
+            Some(m.message.clone())
+        }
         _ => None,
     })
 }
@@ -79,9 +114,12 @@ impl World {
         let id = DocumentId::random();
         let mut doc = doc;
         let heads = doc.get_heads();
-        let mut c = ProtoClient::connect(&self.server.ws_url(&who.token()), &format!("{}-create", who.id))
-            .await
-            .unwrap();
+        let mut c = ProtoClient::connect(
+            &self.server.ws_url(&who.token()),
+            &format!("{}-create", who.id),
+        )
+        .await
+        .unwrap();
         let events = c.sync_doc(id, &mut doc).await.unwrap();
         let outcome = match err_for(&events, id) {
             Some(e) => Outcome::Rejected(e),
@@ -98,7 +136,9 @@ impl World {
 
     /// Fetches the server's copy as a province-wide reviewer.
     async fn fetch(&self, id: DocumentId) -> Automerge {
-        let mut c = ProtoClient::connect(&self.server.ws_url(&REVIEWER.token()), "reviewer").await.unwrap();
+        let mut c = ProtoClient::connect(&self.server.ws_url(&REVIEWER.token()), "reviewer")
+            .await
+            .unwrap();
         let mut doc = Automerge::new();
         c.request_doc(id, &mut doc).await.unwrap();
         doc
@@ -106,18 +146,26 @@ impl World {
 
     /// `who` fetches the document, makes `edits` as one change with their own actor, and syncs.
     async fn attempt(&mut self, who: &U, id: DocumentId, edits: &[Edit]) -> Outcome {
-        let mut c = ProtoClient::connect(&self.server.ws_url(&who.token()), &format!("{}-phone", who.id))
-            .await
-            .unwrap();
+        let mut c = ProtoClient::connect(
+            &self.server.ws_url(&who.token()),
+            &format!("{}-phone", who.id),
+        )
+        .await
+        .unwrap();
         let mut doc = Automerge::new();
         c.request_doc(id, &mut doc).await.unwrap();
         doc.set_actor(who.actor());
-        let hash = apply_edits(&mut doc, edits, "test edit", T).unwrap().expect("edit changes something");
+        let hash = apply_edits(&mut doc, edits, "test edit", T)
+            .unwrap()
+            .expect("edit changes something");
         let events = c.sync_doc(id, &mut doc).await.unwrap();
         let on_server = self.fetch(id).await.get_change_by_hash(&hash).is_some();
         match err_for(&events, id) {
             Some(e) => {
-                assert!(!on_server, "rejected change {hash} must not reach the stored document");
+                assert!(
+                    !on_server,
+                    "rejected change {hash} must not reach the stored document"
+                );
                 self.refused.push((id, hash));
                 Outcome::Rejected(e)
             }
@@ -160,7 +208,11 @@ fn new_proposal(by: &U, district: Ubigeo, coauthors: &[&U]) -> Automerge {
 }
 
 fn attendee(name: &str, votes: bool) -> Attendee {
-    Attendee { name: name.into(), organization: "Junta vecinal".into(), votes }
+    Attendee {
+        name: name.into(),
+        organization: "Junta vecinal".into(),
+        votes,
+    }
 }
 
 fn new_acta(by: &U, prioritized: Vec<PrioritizedEntry>) -> Automerge {
@@ -197,7 +249,11 @@ fn new_process(by: &U) -> Automerge {
 }
 
 fn comment(by: &U, text: &str) -> Edit {
-    Edit::AddComment(Comment { author: by.user(), text: text.into(), at: T })
+    Edit::AddComment(Comment {
+        author: by.user(),
+        text: text.into(),
+        at: T,
+    })
 }
 
 fn status(s: ProposalStatus) -> Edit {
@@ -217,9 +273,20 @@ async fn world() -> World {
     };
     let (process, o) = w.create(&ADM, new_process(&ADM)).await;
     assert_eq!(o, Outcome::Accepted, "admin creates the process");
-    let (proposal, o) = w.create(&ANA, new_proposal(&ANA, Ubigeo::COMAS, &[&BETO])).await;
-    assert_eq!(o, Outcome::Accepted, "leader creates a proposal in own district");
-    let (acta, o) = w.create(&TEC, new_acta(&TEC, vec![PrioritizedEntry::new(proposal, 1, 45_000_000)])).await;
+    let (proposal, o) = w
+        .create(&ANA, new_proposal(&ANA, Ubigeo::COMAS, &[&BETO]))
+        .await;
+    assert_eq!(
+        o,
+        Outcome::Accepted,
+        "leader creates a proposal in own district"
+    );
+    let (acta, o) = w
+        .create(
+            &TEC,
+            new_acta(&TEC, vec![PrioritizedEntry::new(proposal, 1, 45_000_000)]),
+        )
+        .await;
     assert_eq!(o, Outcome::Accepted, "tecnico creates an acta");
     let obs = NewObservation {
         district: Ubigeo::COMAS,
@@ -247,88 +314,340 @@ async fn every_permission_row_over_the_wire() {
 
     // leader: create proposals in own district (allowed above); not in another district, not as someone else.
     let (_, out) = w.create(&ANA, new_proposal(&ANA, Ubigeo::ATE, &[])).await;
-    assert!(matches!(out, Outcome::Rejected(_)), "leader creates in another district");
-    let (_, out) = w.create(&CARLA, new_proposal(&ANA, Ubigeo::COMAS, &[])).await;
-    assert!(matches!(out, Outcome::Rejected(_)), "leader creates in another's name");
+    assert!(
+        matches!(out, Outcome::Rejected(_)),
+        "leader creates in another district"
+    );
+    let (_, out) = w
+        .create(&CARLA, new_proposal(&ANA, Ubigeo::COMAS, &[]))
+        .await;
+    assert!(
+        matches!(out, Outcome::Rejected(_)),
+        "leader creates in another's name"
+    );
     // Creation by the wrong role.
     let (_, out) = w.create(&ANA, new_acta(&ANA, vec![])).await;
-    assert!(matches!(out, Outcome::Rejected(_)), "leader creates an acta");
+    assert!(
+        matches!(out, Outcome::Rejected(_)),
+        "leader creates an acta"
+    );
     let (_, out) = w.create(&TEC, new_process(&TEC)).await;
-    assert!(matches!(out, Outcome::Rejected(_)), "tecnico creates a process");
+    assert!(
+        matches!(out, Outcome::Rejected(_)),
+        "tecnico creates a process"
+    );
 
     // leader: edit own or co-authored proposals while draft/submitted/observed.
-    w.allowed("author edits title", &ANA, p, &[Edit::SetText { field: "title".into(), text: "Pistas en Collique Alto".into() }]).await;
-    w.allowed("coauthor edits description", &BETO, p, &[Edit::SetText { field: "description".into(), text: "Pavimentación de 500 m".into() }]).await;
-    let e = w.forbidden("other leader edits title", &CARLA, p, &[Edit::SetText { field: "title".into(), text: "Otro".into() }]).await;
+    w.allowed(
+        "author edits title",
+        &ANA,
+        p,
+        &[Edit::SetText {
+            field: "title".into(),
+            text: "Pistas en Collique Alto".into(),
+        }],
+    )
+    .await;
+    w.allowed(
+        "coauthor edits description",
+        &BETO,
+        p,
+        &[Edit::SetText {
+            field: "description".into(),
+            text: "Pavimentación de 500 m".into(),
+        }],
+    )
+    .await;
+    let e = w
+        .forbidden(
+            "other leader edits title",
+            &CARLA,
+            p,
+            &[Edit::SetText {
+                field: "title".into(),
+                text: "Otro".into(),
+            }],
+        )
+        .await;
     assert!(e.contains("title"), "{e}");
 
     // leader: own key in supporters.
-    w.allowed("own supporter key", &CARLA, p, &[Edit::AddSupporter { user: CARLA.user(), at: T }]).await;
-    w.forbidden("someone else's supporter key", &CARLA, p, &[Edit::AddSupporter { user: BETO.user(), at: T }]).await;
+    w.allowed(
+        "own supporter key",
+        &CARLA,
+        p,
+        &[Edit::AddSupporter {
+            user: CARLA.user(),
+            at: T,
+        }],
+    )
+    .await;
+    w.forbidden(
+        "someone else's supporter key",
+        &CARLA,
+        p,
+        &[Edit::AddSupporter {
+            user: BETO.user(),
+            at: T,
+        }],
+    )
+    .await;
 
     // leader: append comments as self.
-    w.allowed("comment as self", &CARLA, p, &[comment(&CARLA, "Apoyo esta propuesta")]).await;
-    w.forbidden("comment as someone else", &CARLA, p, &[comment(&ANA, "Retiro mi propuesta")]).await;
+    w.allowed(
+        "comment as self",
+        &CARLA,
+        p,
+        &[comment(&CARLA, "Apoyo esta propuesta")],
+    )
+    .await;
+    w.forbidden(
+        "comment as someone else",
+        &CARLA,
+        p,
+        &[comment(&ANA, "Retiro mi propuesta")],
+    )
+    .await;
 
     // author status transition draft → submitted; leader cannot set a technical status.
-    w.allowed("author submits", &ANA, p, &[status(ProposalStatus::Submitted)]).await;
-    w.forbidden("leader sets in_evaluation", &ANA, p, &[status(ProposalStatus::InEvaluation)]).await;
+    w.allowed(
+        "author submits",
+        &ANA,
+        p,
+        &[status(ProposalStatus::Submitted)],
+    )
+    .await;
+    w.forbidden(
+        "leader sets in_evaluation",
+        &ANA,
+        p,
+        &[status(ProposalStatus::InEvaluation)],
+    )
+    .await;
 
     // tecnico: evaluation and scores; status in_evaluation/eligible.
-    let eval = Edit::SetEvaluation { evaluator: TEC.user(), viable: Some(true), validated_cost: Some(44_000_000), notes: Some("Viable".into()) };
-    w.forbidden("leader writes the evaluation", &ANA, p, std::slice::from_ref(&eval)).await;
-    w.allowed("tecnico moves to in_evaluation", &TEC, p, &[status(ProposalStatus::InEvaluation)]).await;
+    let eval = Edit::SetEvaluation {
+        evaluator: TEC.user(),
+        viable: Some(true),
+        validated_cost: Some(44_000_000),
+        notes: Some("Viable".into()),
+    };
+    w.forbidden(
+        "leader writes the evaluation",
+        &ANA,
+        p,
+        std::slice::from_ref(&eval),
+    )
+    .await;
+    w.allowed(
+        "tecnico moves to in_evaluation",
+        &TEC,
+        p,
+        &[status(ProposalStatus::InEvaluation)],
+    )
+    .await;
     w.allowed("tecnico evaluates", &TEC, p, &[eval]).await;
-    w.allowed("tecnico scores", &TEC, p, &[Edit::SetScore { evaluator: TEC.user(), criterion: "pobreza".into(), score: 8 }]).await;
-    w.forbidden("author edits during evaluation", &ANA, p, &[Edit::SetText { field: "title".into(), text: "Cambio tardío".into() }]).await;
-    w.forbidden("tecnico prioritizes", &TEC, p, &[status(ProposalStatus::Eligible), status(ProposalStatus::Prioritized)]).await;
-    w.allowed("tecnico marks eligible", &TEC, p, &[status(ProposalStatus::Eligible)]).await;
+    w.allowed(
+        "tecnico scores",
+        &TEC,
+        p,
+        &[Edit::SetScore {
+            evaluator: TEC.user(),
+            criterion: "pobreza".into(),
+            score: 8,
+        }],
+    )
+    .await;
+    w.forbidden(
+        "author edits during evaluation",
+        &ANA,
+        p,
+        &[Edit::SetText {
+            field: "title".into(),
+            text: "Cambio tardío".into(),
+        }],
+    )
+    .await;
+    w.forbidden(
+        "tecnico prioritizes",
+        &TEC,
+        p,
+        &[
+            status(ProposalStatus::Eligible),
+            status(ProposalStatus::Prioritized),
+        ],
+    )
+    .await;
+    w.allowed(
+        "tecnico marks eligible",
+        &TEC,
+        p,
+        &[status(ProposalStatus::Eligible)],
+    )
+    .await;
 
     // admin: prioritized / not_prioritized; the process document.
-    w.allowed("admin prioritizes", &ADM, p, &[status(ProposalStatus::Prioritized)]).await;
-    w.allowed("admin edits the process", &ADM, pr, &[Edit::SetZoneCeiling { zone: "Pamplona".into(), ceiling: 300_000_00 }]).await;
-    w.forbidden("tecnico edits the process", &TEC, pr, &[Edit::SetZoneCeiling { zone: "Collique".into(), ceiling: 900_000_00 }]).await;
+    w.allowed(
+        "admin prioritizes",
+        &ADM,
+        p,
+        &[status(ProposalStatus::Prioritized)],
+    )
+    .await;
+    w.allowed(
+        "admin edits the process",
+        &ADM,
+        pr,
+        &[Edit::SetZoneCeiling {
+            zone: "Pamplona".into(),
+            ceiling: 300_000_00,
+        }],
+    )
+    .await;
+    w.forbidden(
+        "tecnico edits the process",
+        &TEC,
+        pr,
+        &[Edit::SetZoneCeiling {
+            zone: "Collique".into(),
+            ceiling: 900_000_00,
+        }],
+    )
+    .await;
 
     // vigilancia: edit observations; admin responds; a leader may not.
-    w.allowed("vigilancia edits its observation", &VIG, o, &[Edit::AddEvidence("foto-acta.jpg".into())]).await;
-    w.forbidden("leader edits an observation", &ANA, o, &[Edit::AddEvidence("otra.jpg".into())]).await;
-    w.allowed("vigilancia sends it", &VIG, o, &[Edit::SetObservationStatus(crdt_core::schema::ObservationStatus::Sent)]).await;
-    let response = |u: &U| Edit::AddResponse(Comment { author: u.user(), text: "Se corrigió el monto".into(), at: T });
-    w.forbidden("leader responds to an observation", &ANA, o, &[response(&ANA)]).await;
-    w.allowed("admin responds", &ADM, o, &[response(&ADM)]).await;
+    w.allowed(
+        "vigilancia edits its observation",
+        &VIG,
+        o,
+        &[Edit::AddEvidence("foto-acta.jpg".into())],
+    )
+    .await;
+    w.forbidden(
+        "leader edits an observation",
+        &ANA,
+        o,
+        &[Edit::AddEvidence("otra.jpg".into())],
+    )
+    .await;
+    w.allowed(
+        "vigilancia sends it",
+        &VIG,
+        o,
+        &[Edit::SetObservationStatus(
+            crdt_core::schema::ObservationStatus::Sent,
+        )],
+    )
+    .await;
+    let response = |u: &U| {
+        Edit::AddResponse(Comment {
+            author: u.user(),
+            text: "Se corrigió el monto".into(),
+            at: T,
+        })
+    };
+    w.forbidden(
+        "leader responds to an observation",
+        &ANA,
+        o,
+        &[response(&ANA)],
+    )
+    .await;
+    w.allowed("admin responds", &ADM, o, &[response(&ADM)])
+        .await;
 
     // tecnico: edit actas before sealing; open signing. Leaders sign as themselves when voting attendees.
-    w.allowed("tecnico edits the acta", &TEC, a, &[Edit::AddAgreement("Ejecutar en 2027".into())]).await;
-    w.forbidden("leader edits the acta", &ANA, a, &[Edit::AddAgreement("Otro acuerdo".into())]).await;
-    w.allowed("tecnico opens signing", &TEC, a, &[Edit::SetActaStatus(ActaStatus::Signing)]).await;
-    let sig = |u: &U| Edit::Sign { user: u.user(), signature: Signature { at: T, device: "android".into() } };
-    w.forbidden("non-voting attendee signs", &CARLA, a, &[sig(&CARLA)]).await;
-    w.forbidden("leader signs for someone else", &ANA, a, &[sig(&BETO)]).await;
-    w.allowed("voting attendee signs as self", &ANA, a, &[sig(&ANA)]).await;
-    w.allowed("second voting attendee signs", &BETO, a, &[sig(&BETO)]).await;
-    w.forbidden("nobody sets sealed through changes", &TEC, a, &[Edit::SetActaStatus(ActaStatus::Sealed)]).await;
+    w.allowed(
+        "tecnico edits the acta",
+        &TEC,
+        a,
+        &[Edit::AddAgreement("Ejecutar en 2027".into())],
+    )
+    .await;
+    w.forbidden(
+        "leader edits the acta",
+        &ANA,
+        a,
+        &[Edit::AddAgreement("Otro acuerdo".into())],
+    )
+    .await;
+    w.allowed(
+        "tecnico opens signing",
+        &TEC,
+        a,
+        &[Edit::SetActaStatus(ActaStatus::Signing)],
+    )
+    .await;
+    let sig = |u: &U| Edit::Sign {
+        user: u.user(),
+        signature: Signature {
+            at: T,
+            device: "android".into(),
+        },
+    };
+    w.forbidden("non-voting attendee signs", &CARLA, a, &[sig(&CARLA)])
+        .await;
+    w.forbidden("leader signs for someone else", &ANA, a, &[sig(&BETO)])
+        .await;
+    w.allowed("voting attendee signs as self", &ANA, a, &[sig(&ANA)])
+        .await;
+    w.allowed("second voting attendee signs", &BETO, a, &[sig(&BETO)])
+        .await;
+    w.forbidden(
+        "nobody sets sealed through changes",
+        &TEC,
+        a,
+        &[Edit::SetActaStatus(ActaStatus::Sealed)],
+    )
+    .await;
 
     // Another district cannot write (and cannot even read).
-    let mut s = ProtoClient::connect(&w.server.ws_url(&SJM.token()), "sjm-phone").await.unwrap();
+    let mut s = ProtoClient::connect(&w.server.ws_url(&SJM.token()), "sjm-phone")
+        .await
+        .unwrap();
     let events = s.request_doc(p, &mut Automerge::new()).await.unwrap();
-    assert!(events.iter().any(|e| matches!(e, Event::Message(Message::DocUnavailable(_)))));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Message(Message::DocUnavailable(_)))));
 
     // A fresh client downloads every document and sees exactly the accepted changes.
     for (id, hash) in &w.accepted {
-        assert!(w.fetch(*id).await.get_change_by_hash(hash).is_some(), "accepted {hash} missing");
+        assert!(
+            w.fetch(*id).await.get_change_by_hash(hash).is_some(),
+            "accepted {hash} missing"
+        );
     }
     for (id, hash) in &w.refused {
         let doc = w.fetch(*id).await;
-        assert!(doc.get_change_by_hash(hash).is_none(), "refused {hash} present");
+        assert!(
+            doc.get_change_by_hash(hash).is_none(),
+            "refused {hash} present"
+        );
     }
     // Every refusal is in the quarantine, visible to the district's reviewers.
-    let (status, body) = http_request(&w.server.addr, "GET", "/api/v1/quarantine", Some(&VIG.token())).unwrap();
+    let (status, body) = http_request(
+        &w.server.addr,
+        "GET",
+        "/api/v1/quarantine",
+        Some(&VIG.token()),
+    )
+    .unwrap();
     assert_eq!(status, 200);
     let entries: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-    for (_, hash) in w.refused.iter().filter(|(id, _)| [p, a, o, pr].contains(id)) {
-        assert!(entries.iter().any(|e| e["hash"] == hash.to_string()), "{hash} not in quarantine");
+    for (_, hash) in w
+        .refused
+        .iter()
+        .filter(|(id, _)| [p, a, o, pr].contains(id))
+    {
+        assert!(
+            entries.iter().any(|e| e["hash"] == hash.to_string()),
+            "{hash} not in quarantine"
+        );
     }
-    assert!(entries.iter().all(|e| !e["reason"].as_str().unwrap().is_empty() && !e["change"].as_str().unwrap().is_empty()));
+    assert!(entries
+        .iter()
+        .all(|e| !e["reason"].as_str().unwrap().is_empty()
+            && !e["change"].as_str().unwrap().is_empty()));
 }
 
 #[tokio::test]
@@ -336,22 +655,50 @@ async fn forged_actor_is_rejected_and_quarantined() {
     let mut w = world().await;
     let p = w.proposal;
     // Beto (a coauthor, so the edit itself would be allowed) writes with Ana's actor id.
-    let mut c = ProtoClient::connect(&w.server.ws_url(&BETO.token()), "beto-forger").await.unwrap();
+    let mut c = ProtoClient::connect(&w.server.ws_url(&BETO.token()), "beto-forger")
+        .await
+        .unwrap();
     let mut doc = Automerge::new();
     c.request_doc(p, &mut doc).await.unwrap();
     doc.set_actor(ANA.actor());
-    let hash = apply_edits(&mut doc, &[Edit::SetText { field: "title".into(), text: "Título falsificado".into() }], "forged", T)
-        .unwrap()
-        .unwrap();
+    let hash = apply_edits(
+        &mut doc,
+        &[Edit::SetText {
+            field: "title".into(),
+            text: "Título falsificado".into(),
+        }],
+        "forged",
+        T,
+    )
+    .unwrap()
+    .unwrap();
     let events = c.sync_doc(p, &mut doc).await.unwrap();
     let e = err_for(&events, p).expect("forged change gets an error");
     assert!(e.contains("another user"), "{e}");
     let stored = w.fetch(p).await;
     assert!(stored.get_change_by_hash(&hash).is_none());
-    assert_eq!(crdt_core::schema::Proposal::read(&stored).unwrap().title, "Pistas y veredas en Collique");
+    assert_eq!(
+        crdt_core::schema::Proposal::read(&stored).unwrap().title,
+        "Pistas y veredas en Collique"
+    );
     // Ana's own later edit still goes through: her document is unharmed.
-    w.allowed("ana edits after the forgery", &ANA, p, &[Edit::SetText { field: "title".into(), text: "Pistas de Ana".into() }]).await;
-    let (_, body) = http_request(&w.server.addr, "GET", "/api/v1/quarantine", Some(&VIG.token())).unwrap();
+    w.allowed(
+        "ana edits after the forgery",
+        &ANA,
+        p,
+        &[Edit::SetText {
+            field: "title".into(),
+            text: "Pistas de Ana".into(),
+        }],
+    )
+    .await;
+    let (_, body) = http_request(
+        &w.server.addr,
+        "GET",
+        "/api/v1/quarantine",
+        Some(&VIG.token()),
+    )
+    .unwrap();
     assert!(body.contains(&hash.to_string()) && body.contains("beto"));
 }
 
@@ -359,17 +706,35 @@ async fn forged_actor_is_rejected_and_quarantined() {
 async fn rejection_does_not_cause_a_sync_loop_and_dependents_are_rejected() {
     let w = world().await;
     let p = w.proposal;
-    let mut c = ProtoClient::connect(&w.server.ws_url(&CARLA.token()), "carla-phone").await.unwrap();
+    let mut c = ProtoClient::connect(&w.server.ws_url(&CARLA.token()), "carla-phone")
+        .await
+        .unwrap();
     let mut doc = Automerge::new();
     c.request_doc(p, &mut doc).await.unwrap();
     doc.set_actor(CARLA.actor());
     // A forbidden edit, then an otherwise-allowed one built on it.
-    let bad = apply_edits(&mut doc, &[Edit::SetText { field: "title".into(), text: "No soy autora".into() }], "bad", T)
-        .unwrap()
-        .unwrap();
-    let dependent = apply_edits(&mut doc, &[Edit::AddSupporter { user: CARLA.user(), at: T }], "support", T)
-        .unwrap()
-        .unwrap();
+    let bad = apply_edits(
+        &mut doc,
+        &[Edit::SetText {
+            field: "title".into(),
+            text: "No soy autora".into(),
+        }],
+        "bad",
+        T,
+    )
+    .unwrap()
+    .unwrap();
+    let dependent = apply_edits(
+        &mut doc,
+        &[Edit::AddSupporter {
+            user: CARLA.user(),
+            at: T,
+        }],
+        "support",
+        T,
+    )
+    .unwrap()
+    .unwrap();
     let events = c.sync_doc(p, &mut doc).await.unwrap();
     let e = err_for(&events, p).expect("error for the rejected change");
     assert!(e.contains("title") && e.contains("1 more"), "{e}");
@@ -380,11 +745,24 @@ async fn rejection_does_not_cause_a_sync_loop_and_dependents_are_rejected() {
     c.reset(p);
     let _ = c.sync_doc(p, &mut doc).await.unwrap();
     let after_resync = c.received.len();
-    assert!(after_resync - before <= 3, "resync exchanged {} messages", after_resync - before);
+    assert!(
+        after_resync - before <= 3,
+        "resync exchanged {} messages",
+        after_resync - before
+    );
     assert!(c.next(Duration::from_secs(2)).await.unwrap().is_none());
     let stored = w.fetch(p).await;
-    assert!(stored.get_change_by_hash(&bad).is_none() && stored.get_change_by_hash(&dependent).is_none());
-    let (_, body) = http_request(&w.server.addr, "GET", "/api/v1/quarantine", Some(&VIG.token())).unwrap();
+    assert!(
+        stored.get_change_by_hash(&bad).is_none()
+            && stored.get_change_by_hash(&dependent).is_none()
+    );
+    let (_, body) = http_request(
+        &w.server.addr,
+        "GET",
+        "/api/v1/quarantine",
+        Some(&VIG.token()),
+    )
+    .unwrap();
     assert!(body.contains("depends on a rejected change"), "{body}");
     // The connection stays usable for other documents.
     let mut other = new_proposal(&CARLA, Ubigeo::COMAS, &[]);
@@ -397,21 +775,48 @@ async fn rejection_does_not_cause_a_sync_loop_and_dependents_are_rejected() {
 async fn sealed_acta_rejects_offline_edits_and_check_verifies_the_seal() {
     let mut w = world().await;
     let a = w.acta;
-    let sig = |u: &U| Edit::Sign { user: u.user(), signature: Signature { at: T, device: "android".into() } };
-    w.allowed("open signing", &TEC, a, &[Edit::SetActaStatus(ActaStatus::Signing)]).await;
+    let sig = |u: &U| Edit::Sign {
+        user: u.user(),
+        signature: Signature {
+            at: T,
+            device: "android".into(),
+        },
+    };
+    w.allowed(
+        "open signing",
+        &TEC,
+        a,
+        &[Edit::SetActaStatus(ActaStatus::Signing)],
+    )
+    .await;
     // A tecnico's phone holds the acta and edits it offline…
-    let mut offline = ProtoClient::connect(&w.server.ws_url(&TEC.token()), "tec-offline").await.unwrap();
+    let mut offline = ProtoClient::connect(&w.server.ws_url(&TEC.token()), "tec-offline")
+        .await
+        .unwrap();
     let mut offline_doc = Automerge::new();
     offline.request_doc(a, &mut offline_doc).await.unwrap();
     drop(offline);
     offline_doc.set_actor(TEC.actor());
-    let late = apply_edits(&mut offline_doc, &[Edit::AddAgreement("Acuerdo escrito sin conexión".into())], "offline", T)
-        .unwrap()
-        .unwrap();
+    let late = apply_edits(
+        &mut offline_doc,
+        &[Edit::AddAgreement("Acuerdo escrito sin conexión".into())],
+        "offline",
+        T,
+    )
+    .unwrap()
+    .unwrap();
 
     // Sealing needs a majority first: 409 with the reason.
     let addr = w.server.addr.clone();
-    let seal = |who: &U| http_request(&addr, "POST", &format!("/api/v1/docs/{a}/seal"), Some(&who.token())).unwrap();
+    let seal = |who: &U| {
+        http_request(
+            &addr,
+            "POST",
+            &format!("/api/v1/docs/{a}/seal"),
+            Some(&who.token()),
+        )
+        .unwrap()
+    };
     let (status, body) = seal(&TEC);
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("majority"), "{body}");
@@ -425,15 +830,32 @@ async fn sealed_acta_rejects_offline_edits_and_check_verifies_the_seal() {
     assert_eq!(record["sha256"].as_str().unwrap().len(), 64);
 
     // …and syncs after the seal: rejected, quarantined, acta unchanged.
-    let mut back = ProtoClient::connect(&w.server.ws_url(&TEC.token()), "tec-offline").await.unwrap();
+    let mut back = ProtoClient::connect(&w.server.ws_url(&TEC.token()), "tec-offline")
+        .await
+        .unwrap();
     let events = back.sync_doc(a, &mut offline_doc).await.unwrap();
     let e = err_for(&events, a).expect("offline edit rejected");
     assert!(e.contains("sealed"), "{e}");
     let stored = w.fetch(a).await;
     assert!(stored.get_change_by_hash(&late).is_none());
-    assert_eq!(crdt_core::schema::Acta::read(&stored).unwrap().status, ActaStatus::Sealed);
-    w.forbidden("admin edits a sealed acta", &ADM, a, &[Edit::AddAgreement("x".into())]).await;
-    let (_, body) = http_request(&w.server.addr, "GET", "/api/v1/quarantine", Some(&VIG.token())).unwrap();
+    assert_eq!(
+        crdt_core::schema::Acta::read(&stored).unwrap().status,
+        ActaStatus::Sealed
+    );
+    w.forbidden(
+        "admin edits a sealed acta",
+        &ADM,
+        a,
+        &[Edit::AddAgreement("x".into())],
+    )
+    .await;
+    let (_, body) = http_request(
+        &w.server.addr,
+        "GET",
+        "/api/v1/quarantine",
+        Some(&VIG.token()),
+    )
+    .unwrap();
     assert!(body.contains(&late.to_string()));
     let (status, _) = seal(&TEC);
     assert_eq!(status, 409, "a sealed acta cannot be sealed again");
@@ -450,15 +872,36 @@ async fn sealing_enforces_budget_ceilings() {
     let over = new_acta(&TEC, vec![PrioritizedEntry::new(w.proposal, 1, 700_000_00)]);
     let (a, o) = w.create(&TEC, over).await;
     assert_eq!(o, Outcome::Accepted);
-    let sig = |u: &U| Edit::Sign { user: u.user(), signature: Signature { at: T, device: "web".into() } };
-    w.allowed("open signing", &TEC, a, &[Edit::SetActaStatus(ActaStatus::Signing)]).await;
+    let sig = |u: &U| Edit::Sign {
+        user: u.user(),
+        signature: Signature {
+            at: T,
+            device: "web".into(),
+        },
+    };
+    w.allowed(
+        "open signing",
+        &TEC,
+        a,
+        &[Edit::SetActaStatus(ActaStatus::Signing)],
+    )
+    .await;
     w.allowed("ana signs", &ANA, a, &[sig(&ANA)]).await;
     w.allowed("beto signs", &BETO, a, &[sig(&BETO)]).await;
     // The index lists documents asynchronously after creation; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, body) = http_request(&w.server.addr, "POST", &format!("/api/v1/docs/{a}/seal"), Some(&ADM.token())).unwrap();
+    let (status, body) = http_request(
+        &w.server.addr,
+        "POST",
+        &format!("/api/v1/docs/{a}/seal"),
+        Some(&ADM.token()),
+    )
+    .unwrap();
     assert_eq!(status, 409, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let text = v["violations"].to_string();
-    assert!(text.contains("Collique") && text.contains("S/ 600,000.00"), "{text}");
+    assert!(
+        text.contains("Collique") && text.contains("S/ 600,000.00"),
+        "{text}"
+    );
 }
