@@ -399,3 +399,136 @@ pub fn parse_chunks<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Result<Vec<Ch
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use automerge::transaction::Transactable;
+    use crdt_core::schema::{apply_edits, Edit, NewDocument, NewProposal};
+    use crdt_core::{DistrictScope, Role, Ubigeo};
+
+    fn user(id: &str, role: Role) -> AuthUser {
+        AuthUser {
+            user: UserId::new(id).unwrap(),
+            name: id.into(),
+            roles: [role].into_iter().collect(),
+            district: DistrictScope::One(Ubigeo::COMAS),
+            exp: u64::MAX,
+        }
+    }
+
+    fn proposal(by: &str, actor: &ActorId) -> Automerge {
+        NewProposal {
+            district: Ubigeo::COMAS,
+            process_year: 2027,
+            title: "Veredas".into(),
+            description: "Tramo 1".into(),
+            zone: "Collique".into(),
+            category: "vías y veredas".into(),
+            beneficiaries: 10,
+            estimated_cost: 100,
+            cofinancing: 0,
+            created_by: UserId::new(by).unwrap(),
+            coauthors: vec![],
+        }
+        .create(Some(actor.clone()), 1)
+    }
+
+    #[test]
+    fn allowed_batch_binds_actor_and_forged_actor_is_quarantined() {
+        let store = MemoryStore::new();
+        let gate = Gate::new();
+        let id = DocumentId::random();
+        let ana_actor = ActorId::random();
+        let created = proposal("ana", &ana_actor);
+        let mut rejected = HashMap::new();
+        let ana = user("ana", Role::Leader);
+        let a = gate
+            .admit(
+                &store,
+                &id,
+                None,
+                &Automerge::new(),
+                &ana,
+                created.get_changes(&[]),
+                &mut rejected,
+                true,
+            )
+            .unwrap();
+        assert_eq!(a.accepted, 1);
+        let doc = a.doc.unwrap();
+        assert_eq!(
+            gate.binding(&store, &ana_actor).unwrap().unwrap().as_str(),
+            "ana"
+        );
+
+        // Beto writes with Ana's actor: rejected and quarantined.
+        let mut forged = doc.fork().with_actor(ana_actor.clone());
+        apply_edits(
+            &mut forged,
+            &[Edit::AddSupporter {
+                user: UserId::new("beto").unwrap(),
+                at: 2,
+            }],
+            "x",
+            2,
+        )
+        .unwrap();
+        let beto = user("beto", Role::Leader);
+        let new = forged.get_changes(&doc.get_heads());
+        let b = gate
+            .admit(&store, &id, None, &doc, &beto, new, &mut rejected, true)
+            .unwrap();
+        assert_eq!(b.accepted, 0);
+        assert!(b.rejected[0].1.contains("another user"));
+        let q = Gate::quarantine(&store).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].user, "beto");
+        assert_eq!(Gate::rejected_changes(&store, &id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sanitized_heads_replace_rejected_changes_by_their_accepted_base() {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "a", 1).unwrap();
+        tx.commit();
+        let base = doc.get_heads();
+        let mut peer = doc.fork();
+        let mut tx = peer.transaction();
+        tx.put(automerge::ROOT, "b", 2).unwrap();
+        tx.commit();
+        let bad = peer.get_heads()[0];
+        let mut rejected = HashMap::new();
+        rejected.insert(bad, base.clone());
+        assert_eq!(sanitize_heads(&[bad], &rejected, &doc), Some(base.clone()));
+        // Heads without rejected changes are left alone.
+        assert_eq!(sanitize_heads(&base, &rejected, &doc), None);
+        // A rejected change on top of an accepted sibling collapses to true heads only.
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "c", 3).unwrap();
+        tx.commit();
+        let newer = doc.get_heads();
+        let cleaned = sanitize_heads(&[bad, newer[0]], &rejected, &doc).unwrap();
+        assert_eq!(cleaned, newer);
+    }
+
+    #[test]
+    fn causal_order_puts_dependencies_first() {
+        let mut doc = Automerge::new();
+        for i in 0..5 {
+            let mut tx = doc.transaction();
+            tx.put(automerge::ROOT, "k", i).unwrap();
+            tx.commit();
+        }
+        let mut changes = doc.get_changes(&[]);
+        changes.reverse();
+        let ordered = causal_order(changes);
+        let mut seen = HashSet::new();
+        for c in &ordered {
+            assert!(c.deps().iter().all(|d| seen.contains(d)));
+            seen.insert(c.hash());
+        }
+    }
+}
