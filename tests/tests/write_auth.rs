@@ -240,8 +240,8 @@ fn new_process(by: &U) -> Automerge {
     NewProcess {
         district: Ubigeo::COMAS,
         process_year: 2027,
-        ceiling: 1_000_000_00,
-        zones: [("Collique".to_string(), 600_000_00)].into_iter().collect(),
+        ceiling: 100_000_000,
+        zones: [("Collique".to_string(), 60_000_000)].into_iter().collect(),
         phase: ProcessPhase::Concertation,
         criteria: vec![],
     }
@@ -500,7 +500,7 @@ async fn every_permission_row_over_the_wire() {
         pr,
         &[Edit::SetZoneCeiling {
             zone: "Pamplona".into(),
-            ceiling: 300_000_00,
+            ceiling: 30_000_000,
         }],
     )
     .await;
@@ -510,7 +510,7 @@ async fn every_permission_row_over_the_wire() {
         pr,
         &[Edit::SetZoneCeiling {
             zone: "Collique".into(),
-            ceiling: 900_000_00,
+            ceiling: 90_000_000,
         }],
     )
     .await;
@@ -869,7 +869,7 @@ async fn sealed_acta_rejects_offline_edits_and_check_verifies_the_seal() {
 async fn sealing_enforces_budget_ceilings() {
     let mut w = world().await;
     // A second acta prioritizing more than the Collique ceiling (S/ 600,000).
-    let over = new_acta(&TEC, vec![PrioritizedEntry::new(w.proposal, 1, 700_000_00)]);
+    let over = new_acta(&TEC, vec![PrioritizedEntry::new(w.proposal, 1, 70_000_000)]);
     let (a, o) = w.create(&TEC, over).await;
     assert_eq!(o, Outcome::Accepted);
     let sig = |u: &U| Edit::Sign {
