@@ -117,6 +117,28 @@ impl End {
             error: true,
         }
     }
+
+    fn not_reading() -> Self {
+        End::Close {
+            code: CloseCode::Policy,
+            reason: "the client is not reading".into(),
+            error: true,
+        }
+    }
+}
+
+/// How long the `error` and close frames may take to leave before a connection is dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The outcome of one write to the WebSocket.
+enum Sent {
+    Done,
+    /// The client went away.
+    Gone,
+    /// Shutdown or the kill switch fired while the write waited; the main loop says why.
+    Interrupted,
+    /// The write waited longer than two heartbeats: the client stopped reading.
+    Stalled,
 }
 
 struct Connection {
@@ -158,13 +180,23 @@ impl Connection {
                 Some(frame) = out_rx.recv() => {
                     self.metrics.bytes_out.add(frame.len() as u64);
                     self.metrics.messages_out.add(1);
-                    if session.binary(frame).await.is_err() { break End::Gone; }
+                    match self.guarded(session.binary(frame), &kill).await {
+                        Sent::Done => {}
+                        Sent::Gone => break End::Gone,
+                        Sent::Interrupted => continue,
+                        Sent::Stalled => break End::not_reading(),
+                    }
                 }
                 _ = heartbeat.tick() => {
                     if last_seen.elapsed() > self.config.heartbeat * 2 {
                         break End::Close { code: CloseCode::Away, reason: "heartbeat timeout".into(), error: false };
                     }
-                    if session.ping(b"").await.is_err() { break End::Gone; }
+                    match self.guarded(session.ping(b""), &kill).await {
+                        Sent::Done => {}
+                        Sent::Gone => break End::Gone,
+                        Sent::Interrupted => continue,
+                        Sent::Stalled => break End::not_reading(),
+                    }
                 }
                 msg = stream.recv() => {
                     last_seen = Instant::now();
@@ -180,9 +212,15 @@ impl Connection {
                             if let Err(end) = self.handle_frame(&bytes, &out_tx).await { break end; }
                         }
                         Some(Ok(AggregatedMessage::Text(_))) => break End::bad_input("text frames are not part of the protocol; send binary CBOR"),
-                        Some(Ok(AggregatedMessage::Ping(p))) => { if session.pong(&p).await.is_err() { break End::Gone; } }
+                        Some(Ok(AggregatedMessage::Ping(p))) => match self.guarded(session.pong(&p), &kill).await {
+                            Sent::Done => {}
+                            Sent::Gone => break End::Gone,
+                            Sent::Interrupted => continue,
+                            Sent::Stalled => break End::not_reading(),
+                        },
                         Some(Ok(AggregatedMessage::Pong(_))) => {}
-                        Some(Ok(AggregatedMessage::Close(_))) => break End::Gone,
+                        // Answer the client's close frame, as RFC 6455 asks, so it need not wait.
+                        Some(Ok(AggregatedMessage::Close(_))) => break End::Close { code: CloseCode::Normal, reason: "closed by the client".into(), error: false },
                     }
                 }
             }
@@ -197,21 +235,49 @@ impl Connection {
             if error {
                 self.metrics.protocol_errors.add(1);
                 tracing::info!(conn = self.id, user = %self.user.user, %reason, "closing connection");
-                let msg = self.error_message(reason.clone());
-                // Flush what was queued (it may include the reason for the close) before the error.
-                while let Ok(frame) = out_rx.try_recv() {
-                    let _ = session.binary(frame).await;
-                }
-                let _ = session.binary(msg.encode()).await;
             }
-            let _ = session
-                .close(Some(CloseReason {
-                    code,
-                    description: Some(reason.chars().take(120).collect()),
-                }))
-                .await;
+            let msg = error.then(|| self.error_message(reason.clone()));
+            let goodbye = async {
+                if let Some(msg) = msg {
+                    // Flush what was queued (it may include the reason for the close) before the error.
+                    while let Ok(frame) = out_rx.try_recv() {
+                        let _ = session.binary(frame).await;
+                    }
+                    let _ = session.binary(msg.encode()).await;
+                }
+                let _ = session
+                    .close(Some(CloseReason {
+                        code,
+                        description: Some(reason.chars().take(120).collect()),
+                    }))
+                    .await;
+            };
+            // A client that does not read would hold this task here forever: give up after a grace
+            // period and drop the session (the socket closes once its buffers drain or it dies).
+            if tokio::time::timeout(CLOSE_GRACE, goodbye).await.is_err() {
+                tracing::debug!(conn = self.id, "client did not take the close; dropping it");
+            }
         }
         self.cleanup();
+    }
+
+    /// Runs one write to the session. A client that stops reading makes the write wait for room
+    /// that never comes; the kill switch (its send queue overflowed), shutdown and a stall of two
+    /// heartbeats must still end the connection, so the write never waits on them.
+    async fn guarded<F>(&self, write: F, kill: &CancellationToken) -> Sent
+    where
+        F: std::future::Future<Output = Result<(), actix_ws::Closed>>,
+    {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Sent::Interrupted,
+            _ = kill.cancelled() => Sent::Interrupted,
+            r = tokio::time::timeout(self.config.heartbeat * 2, write) => match r {
+                Ok(Ok(())) => Sent::Done,
+                Ok(Err(_)) => Sent::Gone,
+                Err(_) => Sent::Stalled,
+            },
+        }
     }
 
     fn cleanup(&mut self) {

@@ -267,6 +267,10 @@ impl Hub {
         &self.0.config.server_peer_id
     }
 
+    fn over_limit(&self) -> bool {
+        self.0.docs.lock().unwrap().len() > self.0.config.max_loaded_docs
+    }
+
     /// Number of documents loaded now.
     pub fn loaded(&self) -> usize {
         self.0.docs.lock().unwrap().len()
@@ -464,6 +468,12 @@ impl DocTask {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         for chunk in &chunks {
+            if !chunk.verify() {
+                return Err(format!(
+                    "document {id}: chunk {} does not match its hash (run `minka check`)",
+                    hex::encode(chunk.key.hash)
+                ));
+            }
             self.doc
                 .load_incremental(&chunk.bytes)
                 .map_err(|e| format!("document {id}: chunk does not load: {e}"))?;
@@ -529,6 +539,12 @@ impl DocTask {
             if !self.handle_batch(batch).await {
                 break;
             }
+            // Over the limit and no one connected: unload now rather than wait to be evicted.
+            if !unloading && self.peers.is_empty() && self.hub.over_limit() {
+                self.hub.forget(self.id, &self.own_tx);
+                rx.close();
+                unloading = true;
+            }
         }
         self.peers_gauge.store(0, Ordering::Relaxed);
     }
@@ -579,12 +595,19 @@ impl DocTask {
                         handle: peer,
                         state: sync::State::new(),
                     });
+                    // The gate applied the changes already, so to automerge this message looks
+                    // like one that changes nothing and it would record our new heads as sent:
+                    // keep what we really sent, so the reply acknowledging them goes out.
+                    let last_sent = entry.state.last_sent_heads.clone();
                     if let Err(e) = self.doc.receive_sync_message(&mut entry.state, msg) {
                         entry.handle.send_error(
                             &self.hub.0.config.server_peer_id,
                             format!("document {}: sync message rejected: {e}", self.id),
                         );
                         continue;
+                    }
+                    if !chunks.is_empty() {
+                        entry.state.last_sent_heads = last_sent;
                     }
                     if !self.rejected.is_empty() {
                         let theirs = entry.state.their_heads.clone().unwrap_or_default();

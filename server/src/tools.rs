@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use automerge::{Automerge, ReadDoc};
+use automerge::{Automerge, AutomergeError, LoadOptions, OnPartialLoad, ReadDoc};
 use crdt_core::DocumentId;
 
 use crate::store::{ChunkKind, DocStore, SledStore, StoreError};
@@ -73,6 +73,20 @@ pub fn check(store: &dyn DocStore) -> Result<CheckReport, StoreError> {
                     hex::encode(chunk.key.hash)
                 ));
                 continue;
+            }
+            // Strictly on its own first: `load_incremental` into a non-empty document silently
+            // skips bytes it cannot parse, so a garbled or truncated chunk after the snapshot
+            // would pass unnoticed. Dependencies in other chunks are fine here.
+            let strict = LoadOptions::new().on_partial_load(OnPartialLoad::Error);
+            match Automerge::load_with_options(&chunk.bytes, strict) {
+                Ok(_) | Err(AutomergeError::MissingDeps) => {}
+                Err(e) => {
+                    report.problems.push(format!(
+                        "document {id}: chunk {} does not load: {e}",
+                        hex::encode(chunk.key.hash)
+                    ));
+                    continue;
+                }
             }
             if let Err(e) = doc.load_incremental(&chunk.bytes) {
                 report

@@ -57,8 +57,9 @@ async fn acknowledged_changes_survive_sigkill() {
         for i in 0..20 {
             append_description(&mut doc, &format!(" edición {i}"));
         }
-        // sync_doc returns once the server's reply shows our heads: the acknowledgement.
         a.sync_doc(id, &mut doc).await.unwrap();
+        // The server's reply shows our heads: the acknowledgement, sent only once durable.
+        assert_eq!(a.server_heads(id), Some(doc.get_heads()));
     }
     server.kill9();
     server.restart().unwrap();
