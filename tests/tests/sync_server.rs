@@ -317,3 +317,51 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     assert!(ok, "{out}");
     assert!(out.contains("store OK"));
 }
+
+#[tokio::test]
+async fn silent_peers_are_dropped_by_the_heartbeat() {
+    let server = TestServer::start_with(&["--heartbeat-secs", "1"]).unwrap();
+    let mut a = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-a")
+        .await
+        .unwrap();
+    // Not reading means not answering the server's pings (tungstenite answers while reading).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut closed = false;
+    while let Some(ev) = a.next(Duration::from_secs(3)).await.unwrap() {
+        if let Event::Closed(_) = ev {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a peer that never answers pings is disconnected");
+    assert_eq!(server.metric("minka_connections").unwrap(), 0.0);
+}
+
+#[tokio::test]
+async fn incrementals_are_compacted_into_a_snapshot_and_survive_restart() {
+    let mut server = TestServer::start().unwrap();
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::COMAS, "u-ana", "Biblioteca comunal", &[]);
+    let mut a = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-a")
+        .await
+        .unwrap();
+    a.sync_doc(id, &mut doc).await.unwrap();
+    for i in 0..40 {
+        append_description(
+            &mut doc,
+            &format!(" párrafo {i} con más detalle del proyecto"),
+        );
+        a.sync_doc(id, &mut doc).await.unwrap();
+    }
+    assert!(server.metric("minka_compactions_total").unwrap() >= 1.0);
+    assert!(server.terminate());
+    let (ok, out) = server.tool(&["check"]).unwrap();
+    assert!(ok, "{out}");
+    server.restart().unwrap();
+    let mut fresh = Automerge::new();
+    let mut c = ProtoClient::connect(&server.ws_url(&comas_leader("u-beto")), "peer-b")
+        .await
+        .unwrap();
+    c.request_doc(id, &mut fresh).await.unwrap();
+    assert_eq!(fresh.get_heads(), doc.get_heads());
+}
