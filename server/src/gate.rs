@@ -385,15 +385,29 @@ pub fn sanitize_heads(
     Some(out.into_iter().filter(|h| !ancestors.contains(h)).collect())
 }
 
-/// Parses the `changes` of a sync message: change chunks, or whole documents (v2 messages).
-pub fn parse_chunks<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Result<Vec<Change>, String> {
+/// The first bytes of every automerge storage chunk.
+const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// Parses the `changes` of a sync message: change chunks, or document chunks (v2 messages), which
+/// may hold only the changes after the heads both sides share, so they are read on top of `base`.
+/// Changes whose dependencies are missing from both are left out (the peer sends them again once
+/// our heads show we lack them).
+pub fn parse_chunks<'a>(
+    base: &Automerge,
+    chunks: impl Iterator<Item = &'a [u8]>,
+) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     for chunk in chunks {
         match Change::from_bytes(chunk.to_vec()) {
             Ok(c) => out.push(c),
             Err(_) => {
-                let doc = Automerge::load(chunk).map_err(|e| format!("undecodable change: {e}"))?;
-                out.extend(doc.get_changes(&[]));
+                if !chunk.starts_with(&AUTOMERGE_MAGIC) {
+                    return Err("undecodable changes: not an automerge chunk".into());
+                }
+                let mut doc = base.clone();
+                doc.load_incremental(chunk)
+                    .map_err(|e| format!("undecodable changes: {e}"))?;
+                out.extend(doc.get_changes(&base.get_heads()));
             }
         }
     }
@@ -512,6 +526,26 @@ mod tests {
         let newer = doc.get_heads();
         let cleaned = sanitize_heads(&[bad, newer[0]], &rejected, &doc).unwrap();
         assert_eq!(cleaned, newer);
+    }
+
+    #[test]
+    fn document_chunks_after_shared_heads_are_parsed_on_top_of_the_base() {
+        let mut base = Automerge::new();
+        let mut tx = base.transaction();
+        tx.put(automerge::ROOT, "a", 1).unwrap();
+        tx.commit();
+        let mut peer = base.fork();
+        for i in 0..3 {
+            let mut tx = peer.transaction();
+            tx.put(automerge::ROOT, "b", i).unwrap();
+            tx.commit();
+        }
+        // What the JS client sends: a document chunk holding only the changes after `base`.
+        let chunk = peer.save_after(&base.get_heads());
+        assert!(Change::from_bytes(chunk.clone()).is_err());
+        let parsed = parse_chunks(&base, std::iter::once(&chunk[..])).unwrap();
+        assert_eq!(parsed.len(), 3);
+        assert!(parse_chunks(&base, std::iter::once(&b"garbage"[..])).is_err());
     }
 
     #[test]

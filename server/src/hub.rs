@@ -564,6 +564,8 @@ impl DocTask {
         metrics.batch_messages.observe(batch.len() as f64);
         let mut touched: HashSet<u64> = HashSet::new();
         let mut requested: HashSet<u64> = HashSet::new();
+        // Peers whose changes this batch judged: each gets a reply showing our heads.
+        let mut acked: HashSet<u64> = HashSet::new();
         let mut seal_replies = Vec::new();
         for cmd in batch {
             match cmd {
@@ -608,6 +610,7 @@ impl DocTask {
                     }
                     if !chunks.is_empty() {
                         entry.state.last_sent_heads = last_sent;
+                        acked.insert(conn);
                     }
                     if !self.rejected.is_empty() {
                         let theirs = entry.state.their_heads.clone().unwrap_or_default();
@@ -717,6 +720,11 @@ impl DocTask {
                 gone.push(conn);
                 continue;
             }
+            if acked.contains(&conn) {
+                // A later message of the same batch may have made automerge record our heads as
+                // already sent; the acknowledgement must go out regardless.
+                p.state.last_sent_heads.clear();
+            }
             if let Some(msg) = self.doc.generate_sync_message(&mut p.state) {
                 p.handle.send(&Message::Sync(SyncMessage {
                     sender_id: server_id.clone(),
@@ -739,7 +747,7 @@ impl DocTask {
     /// Runs a peer's changes through the write gate and applies the accepted ones. False when the
     /// message could not be judged at all (the peer got an `error`).
     fn admit(&mut self, peer: &PeerHandle, chunks: &sync::ChunkList) -> bool {
-        let changes = match parse_chunks(chunks.iter()) {
+        let changes = match parse_chunks(&self.doc, chunks.iter()) {
             Ok(c) => c,
             Err(e) => {
                 peer.send_error(self.server_id(), format!("document {}: {e}", self.id));

@@ -1,0 +1,177 @@
+// Stock automerge-repo clients for the interop tests: a `Repo` with one `WebSocketClientAdapter`
+// and no storage (a fresh client is a new phone), plus helpers to build schema v1 proposals, find
+// the district index and wait for the server's acknowledgement.
+
+import { createHash } from "node:crypto"
+
+import { Repo, cbor, splice, stringifyAutomergeUrl } from "@automerge/automerge-repo"
+import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
+
+import { waitFor } from "./server.mjs"
+
+export { splice }
+
+/**
+ * The stock client adapter, with three test-only additions that leave the protocol untouched: it
+ * records a one-line summary of every frame in both directions (for failure messages;
+ * `MINKA_JS_TRACE=1` also prints them live), a closed client stays closed, and socket errors the
+ * stock adapter would rethrow are recorded instead (see below).
+ */
+class TracingAdapter extends WebSocketClientAdapter {
+  frames = []
+  #closed = false
+  constructor(url, name) {
+    // A short retry interval: a reconnect timer the stock adapter arms when the server goes away
+    // cannot be cancelled from outside, and it keeps node alive until it fires.
+    super(url, 1_000)
+    this.name = name
+    // The stock handler rethrows any socket error but ECONNREFUSED (as an uncaught exception);
+    // the tests SIGKILL the server under live sockets, so note such errors instead.
+    const onError = this.onError
+    this.onError = event => {
+      const code = event?.error?.code
+      if (code && code !== "ECONNREFUSED") this.#note("!!", { type: `socket error ${code}` })
+      else onError(event)
+    }
+  }
+  connect(peerId, peerMetadata) {
+    // After disconnect() a reconnect timer armed by an earlier close may still fire; the stock
+    // adapter would then reconnect (and keep the process alive). A closed client stays closed.
+    if (this.#closed) return
+    super.connect(peerId, peerMetadata)
+  }
+  disconnect() {
+    this.#closed = true
+    super.disconnect()
+  }
+  #note(dir, msg) {
+    const line = `${this.name} ${dir} ${summary(msg)}`
+    this.frames.push(line)
+    if (this.frames.length > 500) this.frames.shift()
+    if (process.env.MINKA_JS_TRACE) console.error(line)
+  }
+  send(message) {
+    this.#note("->", message)
+    super.send(message)
+  }
+  receiveMessage(bytes) {
+    try {
+      this.#note("<-", cbor.decode(new Uint8Array(bytes)))
+    } catch (e) {
+      this.#note("<-", { type: `undecodable (${e.message})` })
+    }
+    super.receiveMessage(bytes)
+  }
+}
+
+function summary(m) {
+  const parts = [m.type]
+  if (m.documentId) parts.push(`doc=${m.documentId}`)
+  if (m.data?.byteLength !== undefined) parts.push(`${m.data.byteLength}B`)
+  if (m.message) parts.push(`message=${JSON.stringify(m.message)}`)
+  if (m.type === "peer" || m.type === "join") parts.push(`peerMetadata=${JSON.stringify(m.peerMetadata)}`)
+  return parts.join(" ")
+}
+
+/** A connected stock client. */
+export class Client {
+  #closed = false
+  /**
+   * @param {import("./server.mjs").MinkaServer} server
+   * @param {string} token
+   * @param {string} name for failure messages
+   */
+  constructor(server, token, name) {
+    this.name = name
+    this.adapter = new TracingAdapter(server.syncUrl(token), name)
+    this.repo = new Repo({ network: [this.adapter], sharePolicy: async () => true })
+  }
+
+  /** Waits until the server's `peer` answer arrived. */
+  async connected(ms = 10_000) {
+    await waitFor(() => this.repo.peers.length > 0, `${this.name} to get the server's peer message`, ms)
+    return this
+  }
+
+  get serverPeerId() {
+    return this.repo.peers[0]
+  }
+
+  /** The storage id the server announced in its `peer` message. */
+  get serverStorageId() {
+    return this.repo.peerMetadataByPeerId[this.serverPeerId]?.storageId
+  }
+
+  /** The heads the server last told this client it has for `handle` (its sync reply). */
+  serverHeads(handle) {
+    const sid = this.serverStorageId
+    return sid ? handle.getSyncInfo(sid)?.lastHeads : undefined
+  }
+
+  /** Waits until the server has acknowledged `handle`'s current heads. */
+  async acknowledged(handle, ms = 10_000) {
+    await waitFor(
+      () => sameHeads(this.serverHeads(handle), handle.heads()),
+      `${this.name}: server to acknowledge heads ${JSON.stringify(handle.heads())} ` +
+        `(server reported ${JSON.stringify(this.serverHeads(handle))})`,
+      ms
+    )
+  }
+
+  frames() {
+    return this.adapter.frames.join("\n")
+  }
+
+  async close() {
+    if (this.#closed) return
+    this.#closed = true
+    await this.repo.shutdown()
+  }
+}
+
+export function sameHeads(a, b) {
+  if (!a || !b || a.length !== b.length) return false
+  const sa = [...a].sort()
+  const sb = [...b].sort()
+  return sa.every((h, i) => h === sb[i])
+}
+
+/** A schema v1 proposal of Comas (150110) created by `createdBy`. */
+export function proposal(createdBy, { coauthors = [], title = "Veredas en Collique", district = "150110" } = {}) {
+  return {
+    type: "proposal",
+    schemaVersion: 1,
+    district,
+    processYear: 2027,
+    title,
+    description: "Construcción de veredas en la zona de Collique.",
+    zone: "Collique",
+    category: "vías y veredas",
+    beneficiaries: 1200,
+    estimatedCost: 35_000_000,
+    cofinancing: 0,
+    status: "draft",
+    createdBy,
+    coauthors: Object.fromEntries(coauthors.map(u => [u, true])),
+    supporters: {},
+    comments: [],
+    evaluation: {},
+    scores: {},
+  }
+}
+
+/** Appends `text` to the Text field `field` (a splice, so concurrent appends both survive). */
+export function appendText(handle, field, text) {
+  handle.change(d => {
+    splice(d, [field], String(d[field]).length, 0, text)
+  })
+}
+
+/** `automerge:` URL of the index of `district` and `year`: first 16 bytes of SHA-256, base58check. */
+export function indexUrl(district, year) {
+  const digest = createHash("sha256").update(`minka:index:v1:${district}:${year}`).digest()
+  return stringifyAutomergeUrl(new Uint8Array(digest.subarray(0, 16)))
+}
+
+/** Plain JSON of a document (Text and strings alike become strings). */
+export const plain = doc => JSON.parse(JSON.stringify(doc))

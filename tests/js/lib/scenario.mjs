@@ -1,0 +1,47 @@
+// Runs one test body against a fresh `minka` server; closes every client and stops the server at
+// the end, and on failure adds the server's log and every client's frames to the error.
+
+import { Client } from "./clients.mjs"
+import { MinkaServer } from "./server.mjs"
+
+const TAIL_LINES = 80
+
+/**
+ * `connect(sub, { roles, district, name, token })` opens a stock client with a token for `sub`
+ * (a leader of Comas 150110 unless told otherwise) and waits for the server's `peer` answer.
+ *
+ * @param {(ctx: { server: MinkaServer, connect: (sub: string, opts?: object) => Promise<Client>,
+ *   clients: Client[] }) => Promise<void>} body
+ */
+export async function withServer(body) {
+  const server = await MinkaServer.start()
+  const clients = []
+  const open = async (sub, { roles = ["leader"], district = "150110", name = sub, token } = {}) => {
+    const c = new Client(server, token ?? server.token({ sub, roles, district }), name)
+    clients.push(c)
+    await c.connected()
+    return c
+  }
+  let failure
+  try {
+    await body({ server, connect: open, clients })
+  } catch (e) {
+    failure = e
+  }
+  await Promise.allSettled(clients.map(c => c.close()))
+  let stopped
+  try {
+    stopped = await server.stop()
+  } catch (e) {
+    failure ??= e
+  }
+  if (!failure && stopped && (stopped.code !== 0 || stopped.signal)) {
+    failure = new Error(`minka did not exit cleanly on SIGTERM: ${JSON.stringify(stopped)}`)
+  }
+  if (failure) {
+    const log = server.log().split("\n").slice(-TAIL_LINES).join("\n")
+    const frames = clients.map(c => c.frames()).join("\n")
+    failure.message += `\n--- minka log (last ${TAIL_LINES} lines) ---\n${log}\n--- client frames ---\n${frames}`
+    throw failure
+  }
+}
