@@ -119,7 +119,7 @@ async fn seal(
 fn may_see_quarantine(user: &AuthUser, entry: &crate::gate::QuarantineEntry) -> bool {
     let in_scope = match entry.district.as_deref().map(str::parse::<Ubigeo>) {
         Some(Ok(d)) => user.district.covers(d),
-        _ => user.district == crdt_core::DistrictScope::All,
+        _ => user.district == crdt_core::DistrictScope::All || entry.user == user.user.as_str(),
     };
     let reviewer = [Role::Vigilancia, Role::Tecnico, Role::Admin]
         .iter()

@@ -206,6 +206,13 @@ pub fn state_hash(doc: &Automerge, heads: &[ChangeHash]) -> String {
     hex::encode(Sha256::digest(serde_json::to_vec(&json).expect("json")))
 }
 
+/// The district a batch of changes writes into the document's header, if any.
+fn claimed_district(doc: &Automerge, changes: &[automerge::Change]) -> Option<Ubigeo> {
+    let mut scratch = doc.clone();
+    scratch.apply_changes(changes.iter().cloned()).ok()?;
+    DocumentHeader::read(&scratch).ok().map(|h| h.district)
+}
+
 /// Meta table of seal records, keyed by document id bytes.
 pub const SEALS: &str = "seals";
 
@@ -755,7 +762,18 @@ impl DocTask {
             }
         };
         let inner = &self.hub.0;
-        let district = self.header.as_ref().map(|h| h.district.to_string());
+        // A rejected creation has no stored header: file it under the district the changes claim,
+        // else the writer's own, so the district's reviewers (and the writer) can see it.
+        let district = self
+            .header
+            .as_ref()
+            .map(|h| h.district)
+            .or_else(|| claimed_district(&self.doc, &changes))
+            .or(match peer.user.district {
+                crdt_core::DistrictScope::One(d) => Some(d),
+                crdt_core::DistrictScope::All => None,
+            })
+            .map(|d| d.to_string());
         let admission = match inner.gate.admit(
             inner.store.as_ref(),
             &self.id,

@@ -175,3 +175,78 @@ export function indexUrl(district, year) {
 
 /** Plain JSON of a document (Text and strings alike become strings). */
 export const plain = doc => JSON.parse(JSON.stringify(doc))
+
+// ---- write authorization helpers (tests/js/write-auth.test.mjs) ----
+
+export { decodeHeads } from "@automerge/automerge-repo"
+
+/**
+ * A schema v1 acta of Comas (150110), status `draft`, created by `createdBy` (a tecnico).
+ * `attendees` maps user id -> `{ name, organization, votes }`.
+ */
+export function acta(
+  createdBy,
+  {
+    attendees = {
+      ana: { name: "Ana", organization: "Junta vecinal Collique", votes: true },
+      beto: { name: "Beto", organization: "Club de madres El Retablo", votes: true },
+    },
+    title = "Acta del taller de diagnóstico",
+    kind = "workshop",
+    district = "150110",
+  } = {}
+) {
+  return {
+    type: "acta",
+    schemaVersion: 1,
+    district,
+    processYear: 2027,
+    title,
+    kind,
+    date: "2027-03-14",
+    place: "Local comunal de Collique",
+    createdBy,
+    attendees,
+    agreements: [],
+    prioritized: [],
+    committeeMembers: {},
+    signatures: {},
+    status: "draft",
+  }
+}
+
+/** A schema v1 process document (ceilings) of Comas (150110) for 2027, written by an admin. */
+export function processDoc({ ceiling = 100_000_000, zones = { Collique: 60_000_000 }, district = "150110" } = {}) {
+  return {
+    type: "process",
+    schemaVersion: 1,
+    district,
+    processYear: 2027,
+    ceiling,
+    zones,
+    phase: "concertation",
+    criteria: [],
+  }
+}
+
+/**
+ * The `message` of every `error` frame `client` received so far (the stock adapter only logs
+ * them; they are read from the frames the tracing adapter recorded).
+ */
+export function errorMessages(client) {
+  const out = []
+  for (const line of client.adapter.frames) {
+    const m = / <- error(?: doc=\S+)?(?: \d+B)? message=(".*")$/.exec(line)
+    if (m) out.push(JSON.parse(m[1]))
+  }
+  return out
+}
+
+/** Waits for an `error` frame to `client` that names `documentId`; returns its message. */
+export async function errorFor(client, documentId, ms = 10_000) {
+  return waitFor(
+    () => errorMessages(client).find(m => m.includes(documentId)),
+    () => `${client.name} to receive an error frame naming ${documentId} (errors so far: ${JSON.stringify(errorMessages(client))})`,
+    ms
+  )
+}

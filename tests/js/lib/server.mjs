@@ -203,3 +203,23 @@ export async function waitFor(fn, what, ms = 10_000, every = 20) {
     await sleep(every)
   }
 }
+
+/**
+ * An HTTP request to `server` with `Authorization: Bearer <token>`; resolves to
+ * `{ status, body }` (`body` parsed as JSON when it is JSON, else the text).
+ */
+export async function api(server, method, path, token, ms = 10_000) {
+  const res = await fetch(`http://${server.addr}${path}`, {
+    method,
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+    signal: AbortSignal.timeout(ms),
+  })
+  const text = await res.text()
+  let body = text
+  try {
+    body = JSON.parse(text)
+  } catch {
+    // not JSON
+  }
+  return { status: res.status, body }
+}
