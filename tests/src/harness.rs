@@ -90,16 +90,7 @@ impl TestServer {
 
     /// Starts a server with extra `serve` flags.
     pub fn start_with(args: &[&str]) -> Result<Self> {
-        let tmp = tempfile::tempdir()?;
-        let data_dir = tmp.path().join("data");
-        let mut s = Self {
-            child: None,
-            addr: String::new(),
-            data_dir,
-            _tmp: Some(tmp),
-            log: Arc::new(Mutex::new(String::new())),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-        };
+        let mut s = Self::unstarted(args)?;
         s.spawn()?;
         Ok(s)
     }
