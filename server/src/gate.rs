@@ -48,8 +48,8 @@ pub struct Admission {
     pub doc: Option<Automerge>,
     pub accepted: usize,
     pub rejected: Vec<(ChangeHash, String)>,
-    /// Changes held back because their dependencies have not arrived.
-    pub held: usize,
+    /// Changes held back because their dependencies have not arrived (judged once they have).
+    pub held: Vec<Change>,
     /// With checks switched off: the changes to apply as they are.
     pub unchecked: Vec<Change>,
 }
@@ -190,7 +190,7 @@ impl Gate {
             doc: None,
             accepted: 0,
             rejected: Vec::new(),
-            held: 0,
+            held: Vec::new(),
             unchecked: Vec::new(),
         };
         if fresh.is_empty() {
@@ -278,7 +278,7 @@ impl Gate {
                                 out.accepted += 1;
                                 any = true;
                             }
-                            Decision::MissingDependencies(_) => out.held += 1,
+                            Decision::MissingDependencies(_) => out.held.push(c),
                             Decision::Denied(v) => {
                                 let first = v.first().cloned();
                                 let (path, reason) = first
@@ -342,15 +342,17 @@ fn causal_order(changes: Vec<Change>) -> Vec<Change> {
     out
 }
 
-/// Replaces rejected hashes in a peer's heads by the accepted changes they were built on, reduced
-/// to true heads, so a peer that holds a rejected change does not look forever behind (which would
-/// send both sides into a sync loop).
+/// Replaces hashes in a peer's heads that we will not take as they are — rejected changes, and
+/// changes held until their dependencies arrive — by what they were built on, reduced to true
+/// heads. A peer holding a rejected change then does not look forever behind (which would send
+/// both sides into a sync loop), and for a held change we ask for its missing dependencies
+/// instead of for the change the peer already sent.
 pub fn sanitize_heads(
     heads: &[ChangeHash],
-    rejected: &HashMap<ChangeHash, Vec<ChangeHash>>,
+    substitute: impl Fn(&ChangeHash) -> Option<Vec<ChangeHash>>,
     doc: &Automerge,
 ) -> Option<Vec<ChangeHash>> {
-    if !heads.iter().any(|h| rejected.contains_key(h)) {
+    if !heads.iter().any(|h| substitute(h).is_some()) {
         return None;
     }
     let mut out: BTreeSet<ChangeHash> = BTreeSet::new();
@@ -360,8 +362,8 @@ pub fn sanitize_heads(
         if !seen.insert(h) {
             continue;
         }
-        match rejected.get(&h) {
-            Some(deps) => stack.extend(deps.iter().copied()),
+        match substitute(&h) {
+            Some(deps) => stack.extend(deps),
             None => {
                 out.insert(h);
             }
@@ -516,15 +518,16 @@ mod tests {
         let bad = peer.get_heads()[0];
         let mut rejected = HashMap::new();
         rejected.insert(bad, base.clone());
-        assert_eq!(sanitize_heads(&[bad], &rejected, &doc), Some(base.clone()));
+        let sub = |h: &ChangeHash| rejected.get(h).cloned();
+        assert_eq!(sanitize_heads(&[bad], sub, &doc), Some(base.clone()));
         // Heads without rejected changes are left alone.
-        assert_eq!(sanitize_heads(&base, &rejected, &doc), None);
+        assert_eq!(sanitize_heads(&base, sub, &doc), None);
         // A rejected change on top of an accepted sibling collapses to true heads only.
         let mut tx = doc.transaction();
         tx.put(automerge::ROOT, "c", 3).unwrap();
         tx.commit();
         let newer = doc.get_heads();
-        let cleaned = sanitize_heads(&[bad, newer[0]], &rejected, &doc).unwrap();
+        let cleaned = sanitize_heads(&[bad, newer[0]], sub, &doc).unwrap();
         assert_eq!(cleaned, newer);
     }
 

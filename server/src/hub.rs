@@ -213,6 +213,9 @@ fn claimed_district(doc: &Automerge, changes: &[automerge::Change]) -> Option<Ub
     DocumentHeader::read(&scratch).ok().map(|h| h.district)
 }
 
+/// Most changes a document holds while their dependencies are missing.
+const MAX_PENDING: usize = 10_000;
+
 /// Meta table of seal records, keyed by document id bytes.
 pub const SEALS: &str = "seals";
 
@@ -440,6 +443,9 @@ struct DocTask {
     header: Option<DocumentHeader>,
     /// Rejected changes of this document with their dependencies.
     rejected: HashMap<ChangeHash, Vec<ChangeHash>>,
+    /// Changes whose dependencies have not arrived yet, with the peer that sent them; judged as
+    /// soon as the dependencies land (automerge itself would queue them, unjudged).
+    pending: HashMap<ChangeHash, (automerge::Change, PeerHandle)>,
 }
 
 impl DocTask {
@@ -460,6 +466,7 @@ impl DocTask {
             peers: HashMap::new(),
             header: None,
             rejected: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -619,9 +626,16 @@ impl DocTask {
                         entry.state.last_sent_heads = last_sent;
                         acked.insert(conn);
                     }
-                    if !self.rejected.is_empty() {
+                    if !self.rejected.is_empty() || !self.pending.is_empty() {
                         let theirs = entry.state.their_heads.clone().unwrap_or_default();
-                        if let Some(clean) = sanitize_heads(&theirs, &self.rejected, &self.doc) {
+                        let (rejected, pending) = (&self.rejected, &self.pending);
+                        let substitute = |h: &ChangeHash| {
+                            rejected
+                                .get(h)
+                                .cloned()
+                                .or_else(|| pending.get(h).map(|(c, _)| c.deps().to_vec()))
+                        };
+                        if let Some(clean) = sanitize_heads(&theirs, substitute, &self.doc) {
                             entry.state.their_heads = Some(clean);
                         }
                     }
@@ -761,6 +775,40 @@ impl DocTask {
                 return false;
             }
         };
+        if !self.judge(peer, changes) {
+            return false;
+        }
+        // Held changes whose dependencies have now landed are judged too, as their senders.
+        while !self.pending.is_empty() {
+            let ready: Vec<(automerge::Change, PeerHandle)> = self
+                .pending
+                .values()
+                .filter(|(c, _)| {
+                    c.deps()
+                        .iter()
+                        .all(|d| automerge::ReadDoc::get_change_by_hash(&self.doc, d).is_some())
+                })
+                .cloned()
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            let before = self.pending.len();
+            for (c, _) in &ready {
+                self.pending.remove(&c.hash());
+            }
+            for (c, sender) in ready {
+                self.judge(&sender, vec![c]);
+            }
+            if self.pending.len() >= before {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Runs changes through the write gate as `peer`'s and applies the accepted ones.
+    fn judge(&mut self, peer: &PeerHandle, changes: Vec<automerge::Change>) -> bool {
         let inner = &self.hub.0;
         // A rejected creation has no stored header: file it under the district the changes claim,
         // else the writer's own, so the district's reviewers (and the writer) can see it.
@@ -794,6 +842,13 @@ impl DocTask {
                 return false;
             }
         };
+        for c in admission.held {
+            if self.pending.len() < MAX_PENDING {
+                self.pending.insert(c.hash(), (c, peer.clone()));
+            } else {
+                tracing::warn!(doc.id = %self.id, "too many changes waiting for dependencies; dropping one");
+            }
+        }
         if let Some(doc) = admission.doc {
             self.doc = doc;
             self.doc.set_actor(inner.actor.clone());
