@@ -365,3 +365,64 @@ async fn incrementals_are_compacted_into_a_snapshot_and_survive_restart() {
     c.request_doc(id, &mut fresh).await.unwrap();
     assert_eq!(fresh.get_heads(), doc.get_heads());
 }
+
+/// A phone that sends a change without its parent (its bloom filter wrongly said the server had
+/// it) must be asked for the parent, and the change must land once the parent arrives: not be
+/// dropped (the phone never re-sends a hash it has sent, so dropping it loops forever).
+#[tokio::test]
+async fn a_change_sent_without_its_parent_is_held_and_the_parent_requested() {
+    use automerge::sync::{self, SyncDoc};
+    use automerge::ReadDoc;
+    let server = TestServer::start().unwrap();
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::COMAS, "u-ana", "Cancha de fulbito", &[]);
+    let mut a = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-a")
+        .await
+        .unwrap();
+    a.sync_doc(id, &mut doc).await.unwrap();
+    append_description(&mut doc, " — primera etapa");
+    let w = doc.get_heads()[0];
+    append_description(&mut doc, " — segunda etapa");
+    let y = doc.get_heads()[0];
+    let change = |h| doc.get_change_by_hash(&h).unwrap().raw_bytes().to_vec();
+    let server_peer = a.server_peer_id.clone();
+    let send = |changes: Vec<Vec<u8>>, heads: Vec<automerge::ChangeHash>| {
+        let mut msg = doc
+            .clone()
+            .generate_sync_message(&mut sync::State::new())
+            .unwrap();
+        msg.heads = heads;
+        msg.changes = changes.into();
+        Message::Sync(crdt_core::wire::SyncMessage {
+            sender_id: "peer-a".into(),
+            target_id: server_peer.clone(),
+            document_id: id.to_string(),
+            data: msg.encode(),
+        })
+    };
+    // Only Y, whose parent W the server lacks.
+    a.send(&send(vec![change(y)], vec![y])).await.unwrap();
+    let mut asked_for_w = false;
+    while let Some(ev) = a.next(Duration::from_secs(3)).await.unwrap() {
+        if let Event::Message(Message::Sync(s)) = ev {
+            let m = sync::Message::decode(&s.data).unwrap();
+            assert!(!m.heads.contains(&y), "Y cannot be applied without W");
+            if m.need.contains(&w) {
+                asked_for_w = true;
+                break;
+            }
+        }
+    }
+    assert!(asked_for_w, "the server asks for the missing parent");
+    a.send(&send(vec![change(w)], vec![y])).await.unwrap();
+    let mut landed = false;
+    while let Some(ev) = a.next(Duration::from_secs(3)).await.unwrap() {
+        if let Event::Message(Message::Sync(s)) = ev {
+            if sync::Message::decode(&s.data).unwrap().heads == vec![y] {
+                landed = true;
+                break;
+            }
+        }
+    }
+    assert!(landed, "Y lands once W arrives");
+}
