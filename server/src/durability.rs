@@ -5,7 +5,6 @@
 //! its write is covered by the next sync that starts after it registered.
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,21 +20,11 @@ pub struct Durability {
     tx: mpsc::UnboundedSender<Waiter>,
 }
 
-/// Owns the group-commit thread; dropping every [`Durability`] handle and joining this ends it.
-pub struct DurabilityThread(Option<JoinHandle<()>>);
-
-impl DurabilityThread {
-    pub fn join(mut self) {
-        if let Some(h) = self.0.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 impl Durability {
-    pub fn start(store: Arc<dyn DocStore>, metrics: Arc<Metrics>) -> (Self, DurabilityThread) {
+    /// Starts the group-commit thread; it ends when the last handle is dropped.
+    pub fn start(store: Arc<dyn DocStore>, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
-        let handle = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("minka-fsync".into())
             .spawn(move || {
                 while let Some(first) = rx.blocking_recv() {
@@ -58,7 +47,7 @@ impl Durability {
                 }
             })
             .expect("spawn fsync thread");
-        (Self { tx }, DurabilityThread(Some(handle)))
+        Self { tx }
     }
 
     /// Resolves once every write made before this call is durable.

@@ -281,11 +281,6 @@ impl Hub {
         self.0.docs.lock().unwrap().len() > self.0.config.max_loaded_docs
     }
 
-    /// Number of documents loaded now.
-    pub fn loaded(&self) -> usize {
-        self.0.docs.lock().unwrap().len()
-    }
-
     /// Sends a command to a document's task, loading the document if needed.
     pub async fn send(&self, id: DocumentId, mut cmd: DocCmd) -> Result<(), HubStopped> {
         loop {

@@ -102,7 +102,7 @@ pub async fn run(
     let store: Arc<dyn DocStore> = Arc::new(SledStore::open(&config.data_dir)?);
     let (storage_id, actor) = server_identity(store.as_ref())?;
     let metrics = Arc::new(Metrics::default());
-    let (durability, fsync_thread) = Durability::start(store.clone(), metrics.clone());
+    let durability = Durability::start(store.clone(), metrics.clone());
     let hub = Hub::new(
         store.clone(),
         durability,
@@ -159,8 +159,6 @@ pub async fn run(
     let _ = server_task.await;
     hub.shutdown().await;
     store.sync()?;
-    // The fsync thread ends with the process; everything is durable after the sync above.
-    drop(fsync_thread);
     tracing::info!("shutdown complete");
     Ok(())
 }
