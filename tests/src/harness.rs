@@ -326,16 +326,7 @@ pub async fn connect_raw(url: &str) -> Result<Ws> {
 impl ProtoClient {
     /// Connects and completes the `join`/`peer` handshake.
     pub async fn connect(url: &str, peer_id: &str) -> Result<Self> {
-        let ws = connect_raw(url).await?;
-        let mut c = Self {
-            ws,
-            peer_id: peer_id.to_string(),
-            server_peer_id: String::new(),
-            states: HashMap::new(),
-            received: Vec::new(),
-            bytes_in: 0,
-            bytes_out: 0,
-        };
+        let mut c = Self::connect_unjoined(url, peer_id).await?;
         c.send(&Message::Join(JoinMessage {
             sender_id: peer_id.to_string(),
             supported_protocol_versions: vec![PROTOCOL_V1.to_string()],
