@@ -251,6 +251,45 @@ async fn websocket_upgrade_needs_a_valid_token() {
         status(tokio_tungstenite::connect_async(format!("{url}?token=garbage")).await),
         401
     );
+    // alg: none (unsigned), and a correctly signed token missing claims.
+    let b64 = |b: &[u8]| {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..=c.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    };
+    let claims = format!(
+        r#"{{"sub":"u-x","name":"x","roles":["admin"],"district":"*","iat":1,"exp":{}}}"#,
+        u64::MAX / 4
+    );
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims.as_bytes())
+    );
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(format!("{url}?token={none}")).await),
+        401
+    );
+    let missing = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "u-x", "exp": u64::MAX / 4, "iat": 1}),
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(format!("{url}?token={missing}")).await),
+        401
+    );
+    let (code, _) = server.http_get("/metrics", Some(&none)).unwrap();
+    assert_eq!(code, 401);
     let good = comas_leader("u-ana");
     assert_eq!(
         status(tokio_tungstenite::connect_async(format!("{url}?token={good}")).await),
