@@ -606,10 +606,6 @@ impl DocTask {
                         handle: peer,
                         state: sync::State::new(),
                     });
-                    // The gate applied the changes already, so to automerge this message looks
-                    // like one that changes nothing and it would record our new heads as sent:
-                    // keep what we really sent, so the reply acknowledging them goes out.
-                    let last_sent = entry.state.last_sent_heads.clone();
                     if let Err(e) = self.doc.receive_sync_message(&mut entry.state, msg) {
                         entry.handle.send_error(
                             &self.hub.0.config.server_peer_id,
@@ -618,7 +614,6 @@ impl DocTask {
                         continue;
                     }
                     if !chunks.is_empty() {
-                        entry.state.last_sent_heads = last_sent;
                         acked.insert(conn);
                     }
                     if !self.rejected.is_empty() || !self.pending.is_empty() {
@@ -737,8 +732,9 @@ impl DocTask {
                 continue;
             }
             if acked.contains(&conn) {
-                // A later message of the same batch may have made automerge record our heads as
-                // already sent; the acknowledgement must go out regardless.
+                // The gate applied this peer's changes before automerge saw the message, so to
+                // automerge it looked like one that changes nothing and our new heads were
+                // recorded as already sent: forget that, so the acknowledgement goes out.
                 p.state.last_sent_heads.clear();
             }
             if let Some(msg) = self.doc.generate_sync_message(&mut p.state) {
