@@ -297,14 +297,13 @@ impl Gate {
 
         // Bind actors first seen in accepted changes to this user.
         if let Some(after) = &out.doc {
-            for actor in new_bindings {
-                let used = after
-                    .get_changes(&doc.get_heads())
-                    .iter()
-                    .any(|c| c.actor_id() == &actor);
-                if used {
-                    self.bind(store, &actor, &user.user)?;
-                }
+            let used: HashSet<ActorId> = after
+                .get_changes(&doc.get_heads())
+                .iter()
+                .map(|c| c.actor_id().clone())
+                .collect();
+            for actor in new_bindings.iter().filter(|a| used.contains(*a)) {
+                self.bind(store, actor, &user.user)?;
             }
         }
         Ok(out)

@@ -31,7 +31,7 @@ use crate::auth::{now_unix, AuthUser};
 use crate::durability::Durability;
 use crate::gate::{parse_chunks, sanitize_heads, Gate};
 use crate::metrics::Metrics;
-use crate::store::{ChunkLedger, DocStore};
+use crate::store::{assemble, ChunkLedger, DocStore, StoreError};
 
 /// Tuning of the hub.
 #[derive(Debug, Clone)]
@@ -300,16 +300,12 @@ impl Hub {
     pub fn send_if_loaded(&self, id: DocumentId, cmd: DocCmd) {
         let tx = self.0.docs.lock().unwrap().get(&id).map(|s| s.tx.clone());
         if let Some(tx) = tx {
-            let _ = tx.try_send(cmd).or_else(|e| match e {
-                mpsc::error::TrySendError::Full(cmd) => {
-                    // Leave must not be lost: deliver it from a task.
-                    self.0.runtime.spawn(async move {
-                        let _ = tx.send(cmd).await;
-                    });
-                    Ok(())
-                }
-                mpsc::error::TrySendError::Closed(_) => Ok::<(), ()>(()),
-            });
+            if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(cmd) {
+                // Leave must not be lost: deliver it from a task.
+                self.0.runtime.spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
         }
     }
 
@@ -472,24 +468,19 @@ impl DocTask {
     async fn load(&mut self) -> Result<(), String> {
         let store = self.hub.0.store.clone();
         let id = self.id;
-        let chunks = tokio::task::spawn_blocking(move || store.load(&id))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        for chunk in &chunks {
-            if !chunk.verify() {
-                return Err(format!(
-                    "document {id}: chunk {} does not match its hash (run `minka check`)",
-                    hex::encode(chunk.key.hash)
-                ));
-            }
-            self.doc
-                .load_incremental(&chunk.bytes)
-                .map_err(|e| format!("document {id}: chunk does not load: {e}"))?;
-        }
+        // Store reads are blocking I/O: off the async workers.
+        let (doc, chunks, rejected) = tokio::task::spawn_blocking(move || {
+            let chunks = store.load(&id)?;
+            let doc = assemble(&id, &chunks)?;
+            let rejected = Gate::rejected_changes(store.as_ref(), &id)?;
+            Ok::<_, StoreError>((doc, chunks, rejected))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        self.doc = doc;
         self.ledger = ChunkLedger::from_chunks(&chunks);
-        self.rejected = Gate::rejected_changes(self.hub.0.store.as_ref(), &self.id)
-            .map_err(|e| e.to_string())?;
+        self.rejected = rejected;
         self.persisted = self.doc.get_heads();
         self.header = DocumentHeader::read(&self.doc).ok();
         self.doc.set_actor(self.hub.0.actor.clone());

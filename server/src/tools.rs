@@ -5,7 +5,7 @@ use std::path::Path;
 use automerge::{Automerge, AutomergeError, LoadOptions, OnPartialLoad, ReadDoc};
 use crdt_core::DocumentId;
 
-use crate::store::{ChunkKind, DocStore, SledStore, StoreError};
+use crate::store::{assemble, ChunkKind, DocStore, SledStore, StoreError};
 
 /// What `minka check` found.
 #[derive(Debug, Default)]
@@ -123,11 +123,7 @@ pub fn compact(store: &dyn DocStore) -> Result<(usize, usize), StoreError> {
         if chunks.len() < 2 && chunks.iter().all(|c| c.key.kind == ChunkKind::Snapshot) {
             continue;
         }
-        let mut doc = Automerge::new();
-        for chunk in &chunks {
-            doc.load_incremental(&chunk.bytes)
-                .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
-        }
+        let doc = assemble(&id, &chunks)?;
         let keys: Vec<_> = chunks.iter().map(|c| c.key).collect();
         store.compact(&id, &doc.save(), &keys)?;
         compacted += 1;
@@ -143,13 +139,9 @@ pub fn write_documents(
 ) -> Result<usize, StoreError> {
     let mut n = 0;
     for (id, doc) in docs {
-        let existing: Vec<_> = store.load(&id)?.iter().map(|c| c.key).collect();
-        let mut merged = Automerge::new();
-        for chunk in store.load(&id)? {
-            merged
-                .load_incremental(&chunk.bytes)
-                .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;
-        }
+        let chunks = store.load(&id)?;
+        let existing: Vec<_> = chunks.iter().map(|c| c.key).collect();
+        let mut merged = assemble(&id, &chunks)?;
         let mut doc = doc;
         doc.merge(&mut merged)
             .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))?;

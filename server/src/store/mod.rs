@@ -75,6 +75,24 @@ impl Chunk {
     }
 }
 
+/// Builds a document from its stored chunks, refusing a chunk whose bytes no longer match its
+/// hash. The one loader the hub and the offline tools share.
+pub fn assemble(doc: &DocumentId, chunks: &[Chunk]) -> StoreResult<automerge::Automerge> {
+    let mut out = automerge::Automerge::new();
+    for chunk in chunks {
+        if !chunk.verify() {
+            return Err(StoreError::Corrupt(format!(
+                "document {doc}: chunk {} does not match its hash (run `minka check`)",
+                hex::encode(chunk.key.hash)
+            )));
+        }
+        out.load_incremental(&chunk.bytes).map_err(|e| {
+            StoreError::Corrupt(format!("document {doc}: chunk does not load: {e}"))
+        })?;
+    }
+    Ok(out)
+}
+
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
