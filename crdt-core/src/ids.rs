@@ -3,8 +3,11 @@
 //! Each is a newtype with `FromStr`/`Display` and a one-line parse error, so no bare strings
 //! travel between the server, the SDK and the schema.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -33,6 +36,10 @@ pub enum IdError {
     #[error("unknown role {0:?} (expected leader, tecnico, vigilancia or admin)")]
     UnknownRole(String),
 }
+
+/// The fiscal years a document may be for. A new document's `processYear` must be in this range,
+/// so the index ids of every year that can hold documents are known ([`DocumentId::reserved_index`]).
+pub const PROCESS_YEARS: RangeInclusive<u16> = 2000..=2100;
 
 /// A document id: 16 bytes, shown as base58check (4-byte double-SHA-256 checksum, no version byte),
 /// exactly as automerge-repo spells them.
@@ -66,6 +73,21 @@ impl DocumentId {
         let mut out = [0u8; 16];
         out.copy_from_slice(&digest[..16]);
         Self(out)
+    }
+
+    /// The district and fiscal year whose index document lives at this id, if it is one of the
+    /// reserved index ids (every district of Lima × every year in [`PROCESS_YEARS`]). Index ids
+    /// are predictable, so a peer could otherwise create a document at one before the server does.
+    pub fn reserved_index(&self) -> Option<(Ubigeo, u16)> {
+        static RESERVED: OnceLock<HashMap<DocumentId, (Ubigeo, u16)>> = OnceLock::new();
+        RESERVED
+            .get_or_init(|| {
+                Ubigeo::all()
+                    .flat_map(|d| PROCESS_YEARS.map(move |y| (DocumentId::index_for(d, y), (d, y))))
+                    .collect()
+            })
+            .get(self)
+            .copied()
     }
 
     /// The `automerge:<id>` URL form.
@@ -430,6 +452,18 @@ mod tests {
         assert_ne!(a, DocumentId::index_for(Ubigeo::ATE, 2027));
         let digest = Sha256::digest(b"minka:index:v1:150110:2027");
         assert_eq!(a.as_bytes()[..], digest[..16]);
+    }
+
+    #[test]
+    fn every_index_id_of_every_served_year_is_reserved() {
+        for d in Ubigeo::all() {
+            for y in [*PROCESS_YEARS.start(), 2027, 2028, *PROCESS_YEARS.end()] {
+                assert_eq!(DocumentId::index_for(d, y).reserved_index(), Some((d, y)));
+            }
+        }
+        assert_eq!(DocumentId::random().reserved_index(), None);
+        let outside = DocumentId::index_for(Ubigeo::ATE, PROCESS_YEARS.end() + 1);
+        assert_eq!(outside.reserved_index(), None);
     }
 
     #[test]

@@ -9,6 +9,6 @@ pub mod ids;
 pub mod permissions;
 pub mod wire;
 
-pub use ids::{DistrictScope, DocumentId, IdError, Role, Ubigeo, UserId};
+pub use ids::{DistrictScope, DocumentId, IdError, Role, Ubigeo, UserId, PROCESS_YEARS};
 pub mod demo;
 pub mod schema;

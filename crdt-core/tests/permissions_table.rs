@@ -367,6 +367,17 @@ fn leader_creates_proposals_in_own_district() {
                 edit(&empty(), |tx| write_proposal(tx, "draft", ATE, "u-lead")),
             ),
             deny(
+                "leader creates a proposal for a fiscal year Minka does not serve",
+                author(),
+                empty(),
+                edit(&empty(), |tx| {
+                    write_proposal(tx, "draft", COMAS, "u-lead");
+                    tx.put(ROOT, "processYear", 3027).unwrap();
+                }),
+                "processYear",
+                "not a fiscal year",
+            ),
+            deny(
                 "leader creates a proposal in another district",
                 author(),
                 empty(),

@@ -1,7 +1,7 @@
 //! The permission rules of DESIGN.md's "Who may change what", as pure functions over the
 //! principal, the facts of the document before and after the batch, and the batch's operations.
 
-use crate::ids::{Role, Ubigeo};
+use crate::ids::{Role, Ubigeo, PROCESS_YEARS};
 use crate::schema::{ActaStatus, DocType, ObservationStatus, ProposalStatus, SCHEMA_VERSION};
 
 use super::facts::DocFacts;
@@ -171,11 +171,22 @@ fn check_creation(p: &Principal, after: &DocFacts) -> Result<DocType, Vec<Violat
             format!("schemaVersion must be {SCHEMA_VERSION}"),
         ));
     }
-    if after.process_year.is_none() {
-        v.push(violation(
+    match after.process_year {
+        None => v.push(violation(
             "processYear",
             "a new document must set `processYear`",
-        ));
+        )),
+        Some(y) if !u16::try_from(y).is_ok_and(|y| PROCESS_YEARS.contains(&y)) => {
+            v.push(violation(
+                "processYear",
+                format!(
+                    "{y} is not a fiscal year Minka serves ({}..={})",
+                    PROCESS_YEARS.start(),
+                    PROCESS_YEARS.end()
+                ),
+            ))
+        }
+        Some(_) => {}
     }
     // `createdBy` is required of a proposal; the builders write it on every type.
     let created_by_ok = match after.created_by.as_deref() {
