@@ -96,6 +96,13 @@ impl DocStore for MemoryStore {
         Ok(())
     }
 
+    fn meta_delete(&self, tree: &str, key: &[u8]) -> StoreResult<()> {
+        if let Some(t) = self.meta.lock().unwrap().get_mut(tree) {
+            t.remove(key);
+        }
+        Ok(())
+    }
+
     fn meta_scan(&self, tree: &str, prefix: &[u8]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(self
             .meta

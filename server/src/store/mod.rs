@@ -126,6 +126,8 @@ pub trait DocStore: Send + Sync + 'static {
     /// A small key-value side table (actor bindings, server identity, quarantine…).
     fn meta_get(&self, tree: &str, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
     fn meta_put(&self, tree: &str, key: &[u8], value: &[u8]) -> StoreResult<()>;
+    /// Removes an entry of a side table (absent is fine).
+    fn meta_delete(&self, tree: &str, key: &[u8]) -> StoreResult<()>;
     /// Entries of a side table whose key starts with `prefix`, in key order.
     fn meta_scan(&self, tree: &str, prefix: &[u8]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
 }
@@ -249,5 +251,10 @@ pub(crate) mod conformance {
         let all = s.meta_scan("actors", b"k").unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[1], (b"k2".to_vec(), b"v2".to_vec()));
+        s.meta_delete("actors", b"k1").unwrap();
+        s.meta_delete("actors", b"absent").unwrap();
+        assert_eq!(s.meta_get("actors", b"k1").unwrap(), None);
+        assert_eq!(s.meta_get("other", b"k1").unwrap().unwrap(), b"zz");
+        assert_eq!(s.meta_scan("actors", b"k").unwrap().len(), 1);
     }
 }

@@ -1,10 +1,20 @@
 //! The embedded default store: sled 0.34 in a local folder.
 //!
-//! Chunks live in the `chunks` tree under `doc(16) ‖ kind(1) ‖ sha256(32) ‖ part(2, BE)`. A chunk is
-//! split into parts of at most [`PART_BYTES`] so sled keeps every value inline in its log instead of
-//! writing it to a separate blob file; [`SledStore::sync`] then makes writes durable by `flush` and
-//! an explicit `fsync` of the log file (sled 0.34's flush ends in `sync_file_range`, which does not
-//! flush the disk cache), plus any blob files sled did create.
+//! Chunks live in the `chunks` tree under `doc(16) ‖ kind(1) ‖ sha256(32) ‖ part(2, BE)`.
+//!
+//! **Blob files.** sled 0.34.7 writes a log message to a separate file under `blobs/` when it is
+//! larger than `segment_size / 4` minus a header (`pagecache/logger.rs`, `reserve_inner`; 128 KiB
+//! with the default 512 KiB segments), and such a file is written without fsync. The messages are
+//! not single values but tree pages: a leaf is split only once it holds more than 16 entries
+//! (`node.rs`, `should_split`), so a page of 17 values of 32 KiB would go to a blob even though each
+//! value is small. Values are therefore kept to [`PART_BYTES`] (4 KiB; 17 × 4 KiB plus keys stays
+//! well under the limit): chunks are split into parts of that size, and a side-table value larger
+//! than [`META_INLINE`] is stored as parts in a companion tree. The test
+//! `large_values_never_reach_blob_files` writes megabytes of both and checks `blobs/` stays empty.
+//! [`SledStore::sync`] makes writes durable by `flush` and an explicit `fsync` of the log file
+//! (sled 0.34's flush ends in `sync_file_range`, which does not flush the disk cache); should a blob
+//! file exist anyway it is fsynced first, so a log record is never durable before the blob it
+//! points to.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,8 +24,14 @@ use crdt_core::DocumentId;
 
 use super::{Chunk, ChunkKey, ChunkKind, DocStore, StoreError, StoreResult};
 
-/// Largest value written to sled in one entry.
-pub const PART_BYTES: usize = 32 * 1024;
+/// Largest chunk part written to sled in one entry.
+pub const PART_BYTES: usize = 4 * 1024;
+
+/// Largest side-table value stored as it is; larger ones are split into parts.
+pub const META_INLINE: usize = 2 * 1024;
+
+/// Marks a side-table value whose bytes live in parts: the marker, then the length (u32 BE).
+const META_PARTS_MARK: &[u8] = b"\0minka-parts\0";
 
 const KEY_LEN: usize = 16 + 1 + 32 + 2;
 
@@ -72,6 +88,34 @@ impl SledStore {
         })
     }
 
+    fn parts_tree(tree: &str) -> String {
+        format!("{tree}#parts")
+    }
+
+    /// A side-table value as stored: inline, or reassembled from its parts.
+    fn meta_value(&self, tree: &str, key: &[u8], head: &[u8]) -> StoreResult<Vec<u8>> {
+        if !(head.starts_with(META_PARTS_MARK) && head.len() == META_PARTS_MARK.len() + 4) {
+            return Ok(head.to_vec());
+        }
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&head[META_PARTS_MARK.len()..]);
+        let len = u32::from_be_bytes(len) as usize;
+        let mut out = Vec::with_capacity(len);
+        for part in self.db.open_tree(Self::parts_tree(tree))?.scan_prefix(key) {
+            let (k, v) = part?;
+            if k.len() == key.len() + 2 {
+                out.extend_from_slice(&v);
+            }
+        }
+        if out.len() != len {
+            return Err(StoreError::Corrupt(format!(
+                "side table {tree}: value of {} bytes where {len} were stored",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
     fn insert_parts(batch: &mut sled::Batch, prefix: &[u8], bytes: &[u8]) {
         let parts: Vec<&[u8]> = if bytes.is_empty() {
             vec![&[][..]]
@@ -122,18 +166,20 @@ impl DocStore for SledStore {
     }
 
     fn load(&self, doc: &DocumentId) -> StoreResult<Vec<Chunk>> {
-        let mut out: Vec<Chunk> = Vec::new();
+        let mut out: Vec<(Chunk, u16)> = Vec::new();
         // Snapshot tag 's' sorts after 'i'; collect then order snapshots first.
         for entry in self.chunks.scan_prefix(doc.as_bytes()) {
             let (k, v) = entry?;
             let (_, key, part) = parse_key(&k)?;
-            match out.last_mut() {
-                Some(last) if last.key == key => {
-                    if usize::from(part) * PART_BYTES != last.bytes.len() {
+            match out.last_mut().map(|(c, p)| (c, p)) {
+                Some((last, last_part)) if last.key == key => {
+                    // Parts are consecutive (their size changed over versions: 32 KiB, then 4 KiB).
+                    if part != *last_part + 1 {
                         return Err(StoreError::Corrupt(format!(
                             "document {doc}: chunk part {part} out of place"
                         )));
                     }
+                    *last_part = part;
                     last.bytes.extend_from_slice(&v);
                 }
                 _ => {
@@ -142,13 +188,17 @@ impl DocStore for SledStore {
                             "document {doc}: chunk starts at part {part}"
                         )));
                     }
-                    out.push(Chunk {
-                        key,
-                        bytes: v.to_vec(),
-                    })
+                    out.push((
+                        Chunk {
+                            key,
+                            bytes: v.to_vec(),
+                        },
+                        0,
+                    ))
                 }
             }
         }
+        let mut out: Vec<Chunk> = out.into_iter().map(|(c, _)| c).collect();
         out.sort_by_key(|c| c.key.kind != ChunkKind::Snapshot);
         Ok(out)
     }
@@ -190,16 +240,51 @@ impl DocStore for SledStore {
 
     fn sync(&self) -> StoreResult<()> {
         self.db.flush()?;
+        // Blob files (if any) before the log that points to them.
+        self.sync_blobs()?;
         self.log_file.lock().unwrap().sync_all()?;
-        self.sync_blobs()
+        Ok(())
     }
 
     fn meta_get(&self, tree: &str, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.db.open_tree(tree)?.get(key)?.map(|v| v.to_vec()))
+        match self.db.open_tree(tree)?.get(key)? {
+            Some(v) => Ok(Some(self.meta_value(tree, key, &v)?)),
+            None => Ok(None),
+        }
     }
 
     fn meta_put(&self, tree: &str, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        self.db.open_tree(tree)?.insert(key, value)?;
+        let head = if value.len() <= META_INLINE {
+            value.to_vec()
+        } else {
+            // Parts first, the head last: a reader never sees a head without its parts.
+            let mut batch = sled::Batch::default();
+            Self::insert_parts(&mut batch, key, value);
+            self.db
+                .open_tree(Self::parts_tree(tree))?
+                .apply_batch(batch)?;
+            let mut head = META_PARTS_MARK.to_vec();
+            head.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            head
+        };
+        self.db.open_tree(tree)?.insert(key, head)?;
+        Ok(())
+    }
+
+    fn meta_delete(&self, tree: &str, key: &[u8]) -> StoreResult<()> {
+        if let Some(old) = self.db.open_tree(tree)?.remove(key)? {
+            if old.starts_with(META_PARTS_MARK) {
+                let parts = self.db.open_tree(Self::parts_tree(tree))?;
+                let mut batch = sled::Batch::default();
+                for k in parts.scan_prefix(key).keys() {
+                    let k = k?;
+                    if k.len() == key.len() + 2 {
+                        batch.remove(k);
+                    }
+                }
+                parts.apply_batch(batch)?;
+            }
+        }
         Ok(())
     }
 
@@ -207,7 +292,11 @@ impl DocStore for SledStore {
         self.db
             .open_tree(tree)?
             .scan_prefix(prefix)
-            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+            .map(|e| {
+                let (k, v) = e?;
+                let v = self.meta_value(tree, &k, &v)?;
+                Ok((k.to_vec(), v))
+            })
             .collect()
     }
 }
@@ -225,6 +314,39 @@ mod tests {
             dirs.lock().unwrap().push(dir);
             Box::new(store)
         });
+    }
+
+    #[test]
+    fn large_values_never_reach_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut written = Vec::new();
+        // Chunks of a few hundred KiB (a big document's snapshot) and large side-table values
+        // (the quarantine keeps a rejected change's bytes), many per tree page.
+        for i in 0..12u8 {
+            let d = DocumentId::random();
+            let bytes: Vec<u8> = (0..300_000u32).map(|j| (j as u8) ^ i).collect();
+            s.append(&d, &bytes).unwrap();
+            let value = vec![i; 150_000 + usize::from(i)];
+            s.meta_put("quarantine", &[i; 48], &value).unwrap();
+            written.push((d, bytes, value));
+        }
+        s.sync().unwrap();
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(blobs.is_empty(), "sled wrote blob files: {blobs:?}");
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        for (i, (d, bytes, value)) in written.iter().enumerate() {
+            assert_eq!(&s.load(d).unwrap()[0].bytes, bytes);
+            let key = [i as u8; 48];
+            assert_eq!(&s.meta_get("quarantine", &key).unwrap().unwrap(), value);
+        }
+        assert_eq!(s.meta_scan("quarantine", b"").unwrap().len(), 12);
+        s.meta_delete("quarantine", &[0; 48]).unwrap();
+        assert_eq!(s.meta_get("quarantine", &[0; 48]).unwrap(), None);
+        assert_eq!(s.meta_scan("quarantine", b"").unwrap().len(), 11);
     }
 
     #[test]
