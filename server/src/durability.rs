@@ -3,11 +3,18 @@
 //! A dedicated thread takes every waiter that arrived, runs one [`DocStore::sync`], and wakes them all,
 //! so a burst of batches from many documents costs one fsync, not one each. A waiter registered after
 //! its write is covered by the next sync that starts after it registered.
+//!
+//! A failed sync is fatal to acknowledgement: after one, the kernel may have dropped dirty pages
+//! that a later, successful fsync would not bring back, so nothing written since the last good
+//! sync can be called durable. Every later wait fails at once, and [`Durability::fatal`] fires so
+//! the server stops and exits non-zero (a supervisor restarts it; sled recovers from its log).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store::{DocStore, StoreError};
@@ -18,28 +25,51 @@ type Waiter = oneshot::Sender<Result<(), Arc<StoreError>>>;
 #[derive(Clone)]
 pub struct Durability {
     tx: mpsc::UnboundedSender<Waiter>,
+    fatal: CancellationToken,
+}
+
+fn stopped() -> Arc<StoreError> {
+    Arc::new(StoreError::Io(std::io::Error::other(
+        "durability thread stopped",
+    )))
 }
 
 impl Durability {
     /// Starts the group-commit thread; it ends when the last handle is dropped.
     pub fn start(store: Arc<dyn DocStore>, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
+        let fatal = CancellationToken::new();
+        let on_failure = fatal.clone();
         std::thread::Builder::new()
             .name("minka-fsync".into())
             .spawn(move || {
+                let failed = AtomicBool::new(false);
+                let mut first_error: Option<Arc<StoreError>> = None;
                 while let Some(first) = rx.blocking_recv() {
                     let mut waiters = vec![first];
                     while let Ok(w) = rx.try_recv() {
                         waiters.push(w);
                     }
-                    let started = Instant::now();
-                    let result = store.sync().map_err(Arc::new);
-                    metrics
-                        .fsync_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    metrics.fsync_group_size.observe(waiters.len() as f64);
+                    let result = match &first_error {
+                        // Never acknowledge again after a failed sync.
+                        Some(e) => Err(e.clone()),
+                        None => {
+                            let started = Instant::now();
+                            let result = store.sync().map_err(Arc::new);
+                            metrics
+                                .fsync_seconds
+                                .observe(started.elapsed().as_secs_f64());
+                            metrics.fsync_group_size.observe(waiters.len() as f64);
+                            result
+                        }
+                    };
                     if let Err(e) = &result {
-                        tracing::error!(error = %e, "store sync failed");
+                        if !failed.swap(true, Ordering::AcqRel) {
+                            metrics.fsync_failures.add(1);
+                            tracing::error!(error = %e, "store sync failed: acknowledging nothing more; the server stops and must be restarted");
+                            first_error = Some(e.clone());
+                            on_failure.cancel();
+                        }
                     }
                     for w in waiters {
                         let _ = w.send(result.clone());
@@ -47,21 +77,91 @@ impl Durability {
                 }
             })
             .expect("spawn fsync thread");
-        Self { tx }
+        Self { tx, fatal }
     }
 
     /// Resolves once every write made before this call is durable.
     pub async fn wait(&self) -> Result<(), Arc<StoreError>> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(tx).is_err() {
-            return Err(Arc::new(StoreError::Io(std::io::Error::other(
-                "durability thread stopped",
-            ))));
+            return Err(stopped());
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(Arc::new(StoreError::Io(std::io::Error::other(
-                "durability thread stopped",
-            ))))
-        })
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Cancelled when a sync has failed: the server must stop.
+    pub fn fatal(&self) -> CancellationToken {
+        self.fatal.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Chunk, ChunkKey, MemoryStore, StoreResult};
+    use crdt_core::DocumentId;
+
+    /// A memory store whose `sync` fails while `fail` is set.
+    struct Flaky {
+        inner: MemoryStore,
+        fail: AtomicBool,
+    }
+
+    impl DocStore for Flaky {
+        fn append(&self, doc: &DocumentId, bytes: &[u8]) -> StoreResult<ChunkKey> {
+            self.inner.append(doc, bytes)
+        }
+        fn load(&self, doc: &DocumentId) -> StoreResult<Vec<Chunk>> {
+            self.inner.load(doc)
+        }
+        fn compact(&self, d: &DocumentId, s: &[u8], r: &[ChunkKey]) -> StoreResult<ChunkKey> {
+            self.inner.compact(d, s, r)
+        }
+        fn list(&self) -> StoreResult<Vec<DocumentId>> {
+            self.inner.list()
+        }
+        fn sync(&self) -> StoreResult<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                Err(StoreError::Io(std::io::Error::other("EIO on fsync")))
+            } else {
+                Ok(())
+            }
+        }
+        fn meta_get(&self, t: &str, k: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+            self.inner.meta_get(t, k)
+        }
+        fn meta_put(&self, t: &str, k: &[u8], v: &[u8]) -> StoreResult<()> {
+            self.inner.meta_put(t, k, v)
+        }
+        fn meta_delete(&self, t: &str, k: &[u8]) -> StoreResult<()> {
+            self.inner.meta_delete(t, k)
+        }
+        fn meta_scan(&self, t: &str, p: &[u8]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+            self.inner.meta_scan(t, p)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_is_final_and_fires_the_fatal_token() {
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new(),
+            fail: AtomicBool::new(false),
+        });
+        let metrics = Arc::new(Metrics::default());
+        let d = Durability::start(store.clone(), metrics.clone());
+        let fatal = d.fatal();
+        d.wait().await.expect("a good sync acknowledges");
+        assert!(!fatal.is_cancelled());
+
+        store.fail.store(true, Ordering::SeqCst);
+        assert!(d.wait().await.is_err());
+        assert!(fatal.is_cancelled());
+
+        // The disk "recovers": a later fsync would succeed, but nothing is acknowledged any more.
+        store.fail.store(false, Ordering::SeqCst);
+        for _ in 0..3 {
+            assert!(d.wait().await.is_err());
+        }
+        assert_eq!(metrics.fsync_failures.get(), 1);
     }
 }
