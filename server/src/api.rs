@@ -117,6 +117,10 @@ async fn seal(
 }
 
 fn may_see_quarantine(user: &AuthUser, entry: &crate::gate::QuarantineEntry) -> bool {
+    // Everyone sees their own rejected changes, wherever they were aimed.
+    if entry.user == user.user.as_str() {
+        return true;
+    }
     let in_scope = match entry.district.as_deref().map(str::parse::<Ubigeo>) {
         Some(Ok(d)) => user.district.covers(d),
         _ => user.district == crdt_core::DistrictScope::All || entry.user == user.user.as_str(),
@@ -138,6 +142,12 @@ async fn quarantine(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Show only what is durable: everything read was written before this wait began.
+    state
+        .durability
+        .wait()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("store not durable: {e}")))?;
     let visible: Vec<_> = entries
         .into_iter()
         .filter(|e| may_see_quarantine(&user, e))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use crdt_core::wire::{ErrorMessage, Message, PeerMessage, PeerMetadata, PROTOCOL_V1};
-use crdt_core::DocumentId;
+use crdt_core::{DocumentId, UserId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -33,29 +33,43 @@ pub struct ConnConfig {
     pub storage_id: String,
 }
 
-/// Live connections by announced peer id, so a second `join` with the same id replaces the first.
+/// Live connections by announced peer id. A peer id is not an identity: a second `join` with the
+/// same id replaces the first only when it comes from the same user (a phone reconnecting before
+/// its old socket timed out); anyone else is refused and the first connection is left alone.
 #[derive(Default)]
 pub struct PeerRegistry {
-    peers: Mutex<HashMap<String, (u64, Arc<Killer>)>>,
+    peers: Mutex<HashMap<String, Claim>>,
 }
 
+/// Who holds a peer id: the connection, its user, and the switch that ends it.
+type Claim = (u64, UserId, Arc<Killer>);
+
 impl PeerRegistry {
-    fn claim(&self, peer_id: &str, conn_id: u64, killer: Arc<Killer>) {
-        let old = self
-            .peers
-            .lock()
-            .unwrap()
-            .insert(peer_id.to_string(), (conn_id, killer));
-        if let Some((old_conn, old_killer)) = old {
-            if old_conn != conn_id {
+    fn claim(
+        &self,
+        peer_id: &str,
+        conn_id: u64,
+        user: &UserId,
+        killer: Arc<Killer>,
+    ) -> Result<(), String> {
+        let mut peers = self.peers.lock().unwrap();
+        if let Some((old_conn, owner, old_killer)) = peers.get(peer_id) {
+            if owner != user {
+                return Err(format!(
+                    "peer id {peer_id:?} is in use by another user's connection; choose another peer id"
+                ));
+            }
+            if *old_conn != conn_id {
                 old_killer.kill("replaced by a new connection with the same peer id");
             }
         }
+        peers.insert(peer_id.to_string(), (conn_id, user.clone(), killer));
+        Ok(())
     }
 
     fn release(&self, peer_id: &str, conn_id: u64) {
         let mut peers = self.peers.lock().unwrap();
-        if peers.get(peer_id).is_some_and(|(c, _)| *c == conn_id) {
+        if peers.get(peer_id).is_some_and(|(c, _, _)| *c == conn_id) {
             peers.remove(peer_id);
         }
     }
@@ -284,6 +298,7 @@ impl Connection {
         if let Some(peer) = &self.peer {
             self.registry.release(&peer.peer_id, self.id);
         }
+        self.hub.stop_waiting(self.id, &self.docs);
         for doc in self.docs.drain() {
             self.hub
                 .send_if_loaded(doc, DocCmd::Leave { conn_id: self.id });
@@ -321,6 +336,14 @@ impl Connection {
                     join.supported_protocol_versions
                 )));
             }
+            self.registry
+                .claim(
+                    &join.sender_id,
+                    self.id,
+                    &self.user.user,
+                    self.killer.clone(),
+                )
+                .map_err(End::bad_input)?;
             let handle = PeerHandle::new(
                 self.id,
                 join.sender_id.clone(),
@@ -329,8 +352,6 @@ impl Connection {
                 self.killer.clone(),
                 self.metrics.clone(),
             );
-            self.registry
-                .claim(&join.sender_id, self.id, self.killer.clone());
             handle.send(&Message::Peer(PeerMessage {
                 sender_id: self.hub.server_peer_id().to_string(),
                 target_id: join.sender_id,

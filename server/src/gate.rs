@@ -215,6 +215,18 @@ impl Gate {
             Ok(())
         };
 
+        // Index ids are the server's alone, whatever a peer writes there.
+        if let Some((district, year)) = doc_id.reserved_index() {
+            let reason = format!(
+                "document id {doc_id} is reserved for the index of district {district} for {year}; \
+                 only the server writes there"
+            );
+            for c in &fresh {
+                reject(c, "", reason.clone(), rejected)?;
+            }
+            return Ok(out);
+        }
+
         // Actor binding and dependencies on rejected changes, change by change.
         let mut candidates = Vec::with_capacity(fresh.len());
         let mut new_bindings: BTreeSet<ActorId> = BTreeSet::new();
@@ -501,6 +513,55 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].user, "beto");
         assert_eq!(Gate::rejected_changes(&store, &id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn every_change_at_a_reserved_index_id_is_quarantined() {
+        let store = MemoryStore::new();
+        let gate = Gate::new();
+        let mut rejected = HashMap::new();
+        let ana = user("ana", Role::Leader);
+        // A valid Comas proposal, planted at Ate's 2028 index id, and at Comas's own.
+        for id in [
+            DocumentId::index_for(Ubigeo::ATE, 2028),
+            DocumentId::index_for(Ubigeo::COMAS, 2027),
+        ] {
+            let planted = proposal("ana", &ActorId::random());
+            let a = gate
+                .admit(
+                    &store,
+                    &id,
+                    Some("150110".into()),
+                    &Automerge::new(),
+                    &ana,
+                    planted.get_changes(&[]),
+                    &mut rejected,
+                    true,
+                )
+                .unwrap();
+            assert_eq!(a.accepted, 0);
+            assert!(a.doc.is_none() && a.unchecked.is_empty());
+            assert!(
+                a.rejected[0].1.contains("reserved for the index"),
+                "{:?}",
+                a.rejected
+            );
+        }
+        assert_eq!(Gate::quarantine(&store).unwrap().len(), 2);
+        // The same document at an ordinary id is allowed.
+        let ok = gate
+            .admit(
+                &store,
+                &DocumentId::random(),
+                None,
+                &Automerge::new(),
+                &ana,
+                proposal("ana", &ActorId::random()).get_changes(&[]),
+                &mut rejected,
+                true,
+            )
+            .unwrap();
+        assert_eq!(ok.accepted, 1);
     }
 
     #[test]

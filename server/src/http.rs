@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use actix_web::{web, HttpResponse};
 
 use crate::auth::Authenticated;
+use crate::error::ApiError;
 use crate::AppState;
+use crdt_core::Role;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
@@ -22,9 +24,18 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// `GET /metrics`: Prometheus text exposition (needs a token, like the rest of the API).
-async fn metrics(_auth: Authenticated, state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+/// `GET /metrics`: Prometheus text exposition, for the `admin` role only: the counters reveal
+/// activity across districts (connections, changes, rejections), which a leader's or a district
+/// reviewer's token must not see. Prometheus scrapes it with an admin token
+/// (`authorization: { credentials_file: ... }`).
+async fn metrics(
+    Authenticated(user): Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if !user.has_role(Role::Admin) {
+        return Err(ApiError::Forbidden("metrics need the admin role".into()));
+    }
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(state.metrics.render()))
 }

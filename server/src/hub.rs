@@ -48,6 +48,8 @@ pub struct HubConfig {
     pub max_batch: usize,
     /// Judge every incoming change (actor binding, permissions). Only the benchmark turns it off.
     pub check_writes: bool,
+    /// Most absent documents one connection may wait on.
+    pub max_waiting_per_conn: usize,
 }
 
 impl Default for HubConfig {
@@ -59,6 +61,7 @@ impl Default for HubConfig {
             doc_queue: 1024,
             max_batch: 512,
             check_writes: true,
+            max_waiting_per_conn: 10_000,
         }
     }
 }
@@ -219,6 +222,41 @@ const MAX_PENDING: usize = 10_000;
 /// Meta table of seal records, keyed by document id bytes.
 pub const SEALS: &str = "seals";
 
+/// Meta table of documents stored but not yet durably listed in their district index, keyed by
+/// document id bytes. Written with a document's first persist, removed once the index lists it,
+/// replayed at start ([`Hub::repair_index`]).
+pub const UNINDEXED: &str = "unindexed";
+
+/// What the index needs of a document, kept until the index lists it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexMarker {
+    pub district: String,
+    pub process_year: u16,
+    pub doc_type: String,
+    pub created_at: i64,
+}
+
+impl IndexMarker {
+    fn new(header: &DocumentHeader, created_at: i64) -> Self {
+        Self {
+            district: header.district.to_string(),
+            process_year: header.process_year,
+            doc_type: header.doc_type.to_string(),
+            created_at,
+        }
+    }
+}
+
+/// Peers waiting on documents that do not exist yet, for the life of their connection (a stock
+/// client never asks twice). Kept in the hub, not in a document task, so that an absent
+/// document holds no task; bounded per connection.
+#[derive(Default)]
+struct Waiting {
+    by_doc: HashMap<DocumentId, HashMap<u64, PeerState>>,
+    per_conn: HashMap<u64, usize>,
+}
+
 struct Slot {
     tx: mpsc::Sender<DocCmd>,
     last_used: Arc<AtomicU64>,
@@ -237,6 +275,9 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     stopping: AtomicBool,
     gate: Gate,
+    waiting: Mutex<Waiting>,
+    /// Peers waiting in total, so the common case (none) skips the lock.
+    waiters: AtomicUsize,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -270,6 +311,8 @@ impl Hub {
             runtime,
             stopping: AtomicBool::new(false),
             gate: Gate::new(),
+            waiting: Mutex::new(Waiting::default()),
+            waiters: AtomicUsize::new(0),
         }))
     }
 
@@ -390,6 +433,149 @@ impl Hub {
         self.0.tracker.wait().await;
     }
 
+    /// Keeps a peer waiting on an absent document; false when its connection already waits on
+    /// the most it may.
+    fn wait_for(&self, doc: DocumentId, peer: PeerState) -> bool {
+        let conn = peer.handle.conn_id;
+        let mut w = self.0.waiting.lock().unwrap();
+        let Waiting { by_doc, per_conn } = &mut *w;
+        let count = per_conn.entry(conn).or_insert(0);
+        let peers = by_doc.entry(doc).or_default();
+        if !peers.contains_key(&conn) {
+            if *count >= self.0.config.max_waiting_per_conn {
+                if peers.is_empty() {
+                    by_doc.remove(&doc);
+                }
+                return false;
+            }
+            *count += 1;
+            self.0.waiters.fetch_add(1, Ordering::Relaxed);
+        }
+        peers.insert(conn, peer);
+        self.0
+            .metrics
+            .waiting_peers
+            .set(self.0.waiters.load(Ordering::Relaxed) as u64);
+        true
+    }
+
+    fn unwait(w: &mut Waiting, conn: u64) {
+        if let Some(n) = w.per_conn.get_mut(&conn) {
+            *n -= 1;
+            if *n == 0 {
+                w.per_conn.remove(&conn);
+            }
+        }
+    }
+
+    /// The waiting state of one peer on a document, removed from the waiting set.
+    fn take_waiter(&self, doc: DocumentId, conn: u64) -> Option<PeerState> {
+        if self.0.waiters.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut w = self.0.waiting.lock().unwrap();
+        let peers = w.by_doc.get_mut(&doc)?;
+        let peer = peers.remove(&conn)?;
+        if peers.is_empty() {
+            w.by_doc.remove(&doc);
+        }
+        Self::unwait(&mut w, conn);
+        self.0.waiters.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .metrics
+            .waiting_peers
+            .set(self.0.waiters.load(Ordering::Relaxed) as u64);
+        Some(peer)
+    }
+
+    /// Every peer waiting on a document, removed from the waiting set.
+    fn take_waiters(&self, doc: DocumentId) -> Vec<PeerState> {
+        if self.0.waiters.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let mut w = self.0.waiting.lock().unwrap();
+        let Some(peers) = w.by_doc.remove(&doc) else {
+            return Vec::new();
+        };
+        for conn in peers.keys() {
+            Self::unwait(&mut w, *conn);
+        }
+        self.0.waiters.fetch_sub(peers.len(), Ordering::Relaxed);
+        self.0
+            .metrics
+            .waiting_peers
+            .set(self.0.waiters.load(Ordering::Relaxed) as u64);
+        peers.into_values().collect()
+    }
+
+    /// A connection closed: it waits on nothing any more.
+    pub fn stop_waiting<'a>(&self, conn: u64, docs: impl IntoIterator<Item = &'a DocumentId>) {
+        if self.0.waiters.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut w = self.0.waiting.lock().unwrap();
+        if !w.per_conn.contains_key(&conn) {
+            return;
+        }
+        let mut removed = 0;
+        for doc in docs {
+            if let Some(peers) = w.by_doc.get_mut(doc) {
+                if peers.remove(&conn).is_some() {
+                    removed += 1;
+                    if peers.is_empty() {
+                        w.by_doc.remove(doc);
+                    }
+                }
+            }
+        }
+        w.per_conn.remove(&conn);
+        self.0.waiters.fetch_sub(removed, Ordering::Relaxed);
+        self.0
+            .metrics
+            .waiting_peers
+            .set(self.0.waiters.load(Ordering::Relaxed) as u64);
+    }
+
+    /// Lists in their district index every document stored without a durable index entry (a
+    /// crash between a document's first persist and its index's). Run at start.
+    pub fn repair_index(&self) -> Result<usize, StoreError> {
+        let markers = self.0.store.meta_scan(UNINDEXED, b"")?;
+        let mut n = 0;
+        for (key, value) in markers {
+            let Ok(bytes) = <[u8; 16]>::try_from(&key[..]) else {
+                continue;
+            };
+            let doc = DocumentId::from_bytes(bytes);
+            let marker: IndexMarker = match serde_json::from_slice(&value) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(doc.id = %doc, error = %e, "unreadable index marker");
+                    continue;
+                }
+            };
+            let (Ok(district), Ok(doc_type)) = (marker.district.parse(), marker.doc_type.parse())
+            else {
+                tracing::warn!(doc.id = %doc, "index marker with an invalid district or type");
+                continue;
+            };
+            let header = DocumentHeader {
+                doc_type,
+                schema_version: crdt_core::schema::SCHEMA_VERSION,
+                district,
+                process_year: marker.process_year,
+            };
+            self.register_in_index(doc, &header, marker.created_at);
+            n += 1;
+        }
+        if n > 0 {
+            tracing::info!(
+                documents = n,
+                "repairing district indexes after an unclean stop"
+            );
+        }
+        Ok(n)
+    }
+
     fn register_in_index(&self, doc: DocumentId, header: &DocumentHeader, created_at: i64) {
         if header.doc_type == DocType::Index {
             return;
@@ -437,6 +623,11 @@ struct DocTask {
     /// Changes whose dependencies have not arrived yet, with the peer that sent them; judged as
     /// soon as the dependencies land (automerge itself would queue them, unjudged).
     pending: HashMap<ChangeHash, (automerge::Change, PeerHandle)>,
+    /// Rejections to announce once the batch is durable.
+    announce: Vec<(PeerHandle, String)>,
+    /// The batch wrote to the store's side tables (quarantine): wait for durability even when
+    /// the document itself did not change.
+    wrote_meta: bool,
 }
 
 impl DocTask {
@@ -458,6 +649,8 @@ impl DocTask {
             header: None,
             rejected: HashMap::new(),
             pending: HashMap::new(),
+            announce: Vec::new(),
+            wrote_meta: false,
         }
     }
 
@@ -484,11 +677,6 @@ impl DocTask {
         self.persisted = self.doc.get_heads();
         self.header = DocumentHeader::read(&self.doc).ok();
         self.doc.set_actor(self.hub.0.actor.clone());
-        if let Some(header) = &self.header {
-            // Idempotent: repairs a registration lost to a crash between the two writes.
-            self.hub
-                .register_in_index(self.id, header, now_unix() as i64);
-        }
         Ok(())
     }
 
@@ -558,6 +746,9 @@ impl DocTask {
     }
 
     /// Handles one batch; false when the task must stop (persisting failed).
+    ///
+    /// Nothing the batch decided is said before it is durable: sync replies, rejections (`error`),
+    /// snapshots for HTTP readers and seals all go out after the group commit that covers them.
     async fn handle_batch(&mut self, batch: Vec<DocCmd>) -> bool {
         let started = Instant::now();
         let metrics = self.hub.0.metrics.clone();
@@ -567,6 +758,9 @@ impl DocTask {
         // Peers whose changes this batch judged: each gets a reply showing our heads.
         let mut acked: HashSet<u64> = HashSet::new();
         let mut seal_replies = Vec::new();
+        let mut snapshot_replies = Vec::new();
+        let mut indexed = Vec::new();
+        let had_header = self.header.is_some();
         for cmd in batch {
             match cmd {
                 DocCmd::Sync {
@@ -588,11 +782,17 @@ impl DocTask {
                             continue;
                         }
                     };
+                    let conn = peer.conn_id;
+                    // A peer that waited while the document was absent resumes with its state.
+                    if !self.peers.contains_key(&conn) {
+                        if let Some(waiter) = self.hub.take_waiter(self.id, conn) {
+                            self.peers.insert(conn, waiter);
+                        }
+                    }
                     let chunks = std::mem::replace(&mut msg.changes, sync::ChunkList::empty());
                     if !chunks.is_empty() && !self.admit(&peer, &chunks) {
                         continue;
                     }
-                    let conn = peer.conn_id;
                     let entry = self.peers.entry(conn).or_insert_with(|| PeerState {
                         handle: peer,
                         state: sync::State::new(),
@@ -649,10 +849,12 @@ impl DocTask {
                     process_year,
                     doc,
                     entry,
-                } => self.index_add(district, process_year, doc, entry),
-                DocCmd::Snapshot { reply } => {
-                    let _ = reply.send(self.doc.clone());
+                } => {
+                    if self.index_add(district, process_year, doc, entry) {
+                        indexed.push(doc);
+                    }
                 }
+                DocCmd::Snapshot { reply } => snapshot_replies.push(reply),
                 DocCmd::Seal {
                     user,
                     budget,
@@ -669,45 +871,110 @@ impl DocTask {
             }
         }
 
+        // Seal records are written before the commit that makes the sealed state durable.
+        let mut seal_replies: Vec<_> = seal_replies
+            .into_iter()
+            .map(|(reply, result)| {
+                let result = result.and_then(|record| {
+                    self.hub
+                        .0
+                        .store
+                        .meta_put(
+                            SEALS,
+                            self.id.as_bytes(),
+                            &serde_json::to_vec(&record).expect("json"),
+                        )
+                        .map_err(|e| SealError::Internal(e.to_string()))?;
+                    Ok(record)
+                });
+                (reply, result)
+            })
+            .collect();
+
         let heads = self.doc.get_heads();
         if heads != self.persisted {
+            // The document's first header: it goes into its district index. The marker is
+            // durable with the document, so a crash before the index has it is repaired at start.
+            let new_header = match &self.header {
+                None => DocumentHeader::read(&self.doc).ok(),
+                Some(_) => None,
+            };
+            if let Some(h) = new_header.as_ref().filter(|h| h.doc_type != DocType::Index) {
+                let marker = IndexMarker::new(h, now_unix() as i64);
+                if let Err(e) = self.hub.0.store.meta_put(
+                    UNINDEXED,
+                    self.id.as_bytes(),
+                    &serde_json::to_vec(&marker).expect("json"),
+                ) {
+                    tracing::error!(doc.id = %self.id, error = %e, "cannot write index marker");
+                    return false;
+                }
+            }
             if !self.persist(&heads).await {
                 return false;
             }
-            if self.header.is_none() {
-                self.header = DocumentHeader::read(&self.doc).ok();
-                if let Some(header) = &self.header {
-                    self.hub
-                        .register_in_index(self.id, header, now_unix() as i64);
-                }
+            if let Some(header) = new_header {
+                self.hub
+                    .register_in_index(self.id, &header, now_unix() as i64);
+                self.header = Some(header);
             }
             // Everyone connected to this document hears about the new changes.
             touched.extend(self.peers.keys().copied());
+        } else if self.wrote_meta || !seal_replies.is_empty() {
+            if let Err(e) = self.hub.0.durability.wait().await {
+                tracing::error!(doc.id = %self.id, error = %e, "cannot make the batch durable");
+                return false;
+            }
         }
-        // Seals are answered only once the sealed state is durable.
-        for (reply, result) in seal_replies {
-            let result = result.and_then(|record| {
-                self.hub
-                    .0
-                    .store
-                    .meta_put(
-                        SEALS,
-                        self.id.as_bytes(),
-                        &serde_json::to_vec(&record).expect("json"),
-                    )
-                    .map_err(|e| SealError::Internal(e.to_string()))?;
-                Ok(record)
-            });
-            let durable = self.hub.0.durability.wait().await;
-            let _ = reply.send(match durable {
-                Ok(()) => result,
-                Err(e) => Err(SealError::Internal(e.to_string())),
-            });
+        self.wrote_meta = false;
+
+        // Everything below is durable now.
+        for doc in indexed {
+            // The index lists it durably: the marker has done its work (losing this delete is
+            // harmless, the repair at start is idempotent).
+            if let Err(e) = self.hub.0.store.meta_delete(UNINDEXED, doc.as_bytes()) {
+                tracing::warn!(doc.id = %doc, error = %e, "cannot clear index marker");
+            }
+        }
+        for (peer, text) in std::mem::take(&mut self.announce) {
+            peer.send_error(self.server_id(), text);
+        }
+        for reply in snapshot_replies {
+            let _ = reply.send(self.doc.clone());
+        }
+        for (reply, result) in seal_replies.drain(..) {
+            let _ = reply.send(result);
         }
 
-        let empty = self.doc.get_heads().is_empty();
+        if self.header.is_some() {
+            if !had_header {
+                // Peers that registered before the document had a header are judged again now:
+                // outside its district they get `doc-unavailable` and nothing of its content.
+                let outsiders: Vec<u64> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| !self.may_read(&p.handle.user))
+                    .map(|(c, _)| *c)
+                    .collect();
+                for conn in outsiders {
+                    if let Some(p) = self.peers.remove(&conn) {
+                        self.unavailable(&p.handle);
+                    }
+                    touched.remove(&conn);
+                }
+            }
+            // Peers that asked while the document was absent get it now, if they may read it.
+            for waiter in self.hub.take_waiters(self.id) {
+                if self.may_read(&waiter.handle.user) {
+                    touched.insert(waiter.handle.conn_id);
+                    self.peers.insert(waiter.handle.conn_id, waiter);
+                }
+            }
+        }
+
+        let heads = self.doc.get_heads();
+        let empty = heads.is_empty();
         let server_id = self.hub.0.config.server_peer_id.clone();
-        let mut gone = Vec::new();
         for conn in touched {
             let Some(p) = self.peers.get_mut(&conn) else {
                 continue;
@@ -719,7 +986,14 @@ impl DocTask {
                         target_id: p.handle.peer_id.clone(),
                         document_id: self.id.to_string(),
                     }));
-                gone.push(conn);
+                continue;
+            }
+            let agrees = p.state.their_heads.as_deref() == Some(&heads[..])
+                && p.state.their_need.as_ref().is_none_or(|n| n.is_empty());
+            if agrees && !acked.contains(&conn) && !requested.contains(&conn) {
+                // The peer's message shows we already agree: nothing to send, nothing new to
+                // acknowledge, so say nothing (a reconnecting phone costs one message per
+                // document, not two). Its state still records what it has for the next change.
                 continue;
             }
             if acked.contains(&conn) {
@@ -737,8 +1011,21 @@ impl DocTask {
                 }));
             }
         }
-        for conn in gone {
-            self.peers.remove(&conn);
+        if empty {
+            // An absent document holds no task for its askers: they wait in the hub, for the
+            // life of their connection, and get the document when it appears.
+            for (_, p) in std::mem::take(&mut self.peers) {
+                let handle = p.handle.clone();
+                if !self.hub.wait_for(self.id, p) {
+                    handle.send_error(
+                        self.server_id(),
+                        format!(
+                            "document {}: not waiting for it: this connection already waits on {} documents that do not exist yet",
+                            self.id, self.hub.0.config.max_waiting_per_conn
+                        ),
+                    );
+                }
+            }
         }
         self.peers_gauge.store(self.peers.len(), Ordering::Relaxed);
         metrics
@@ -851,13 +1138,15 @@ impl DocTask {
                 1 => String::new(),
                 n => format!(" (and {} more)", n - 1),
             };
-            peer.send_error(
-                self.server_id(),
+            // Announced only once the quarantine entry is durable (end of the batch).
+            self.wrote_meta = true;
+            self.announce.push((
+                peer.clone(),
                 format!(
                     "document {}: change {hash} rejected: {reason}{more}",
                     self.id
                 ),
-            );
+            ));
         }
         true
     }
@@ -922,13 +1211,20 @@ impl DocTask {
         }));
     }
 
+    /// Adds `doc` to this index document, creating the index if it is absent. Refuses (false) when
+    /// this id holds anything but the index of that district and year: a peer may not plant a
+    /// document at an index id, and the server must not write a district's list into it.
     fn index_add(
         &mut self,
         district: Ubigeo,
         process_year: u16,
         doc: DocumentId,
         entry: IndexEntry,
-    ) {
+    ) -> bool {
+        if self.id != DocumentId::index_for(district, process_year) {
+            tracing::error!(doc.id = %self.id, %district, process_year, "index entry sent to a document that is not that index");
+            return false;
+        }
         let now = now_unix() as i64;
         if self.doc.get_heads().is_empty() {
             let new = NewIndex {
@@ -940,10 +1236,17 @@ impl DocTask {
             if let Err(e) = new.write_into(&mut tx) {
                 tracing::error!(doc.id = %self.id, error = %e, "cannot create index document");
                 tx.rollback();
-                return;
+                return false;
             }
             tx.commit_with(crdt_core::schema::commit_options("create index", now));
             self.header = DocumentHeader::read(&self.doc).ok();
+        }
+        let is_this_index = self.header.as_ref().is_some_and(|h| {
+            h.doc_type == DocType::Index && h.district == district && h.process_year == process_year
+        });
+        if !is_this_index {
+            tracing::error!(doc.id = %self.id, %district, process_year, "the document at this index id is not the server's index; not listing {doc} in it");
+            return false;
         }
         let already = automerge::ReadDoc::get(&self.doc, automerge::ROOT, "docs")
             .ok()
@@ -958,8 +1261,10 @@ impl DocTask {
             let edit = Edit::AddToIndex { id: doc, entry };
             if let Err(e) = apply_edits(&mut self.doc, &[edit], &format!("index {doc}"), now) {
                 tracing::error!(doc.id = %self.id, error = %e, "cannot add to index");
+                return false;
             }
         }
+        true
     }
 
     /// Writes the changes since the last persisted heads and waits for them to be durable.

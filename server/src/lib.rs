@@ -40,11 +40,13 @@ pub struct ServeConfig {
     pub process_year: u16,
     pub jwt_secret: JwtSecret,
     pub max_loaded_docs: usize,
+    pub max_waiting_docs: usize,
     pub max_frame_bytes: usize,
     pub send_queue: usize,
     pub heartbeat: Duration,
     pub workers: usize,
-    /// Test-only: skip the write gate (the benchmark measures its cost with it).
+    /// Skip the write gate (the benchmark measures its cost with it). Honoured only in builds
+    /// with the `bench-unchecked` feature; a default build always judges every change.
     pub skip_write_checks: bool,
 }
 
@@ -58,6 +60,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub ready: AtomicBool,
     pub store: Arc<dyn DocStore>,
+    /// HTTP reads of the store's side tables wait on it, so they show only durable state.
+    pub durability: Durability,
     pub process_year: u16,
 }
 
@@ -68,6 +72,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the store could not make writes durable (fsync failed); stopped without acknowledging them")]
+    Durability,
 }
 
 /// The server's identity in the store: a storage id (announced to peers) and the actor id it
@@ -103,19 +109,22 @@ pub async fn run(
     let (storage_id, actor) = server_identity(store.as_ref())?;
     let metrics = Arc::new(Metrics::default());
     let durability = Durability::start(store.clone(), metrics.clone());
+    let fatal = durability.fatal();
     let hub = Hub::new(
         store.clone(),
-        durability,
+        durability.clone(),
         metrics.clone(),
         HubConfig {
             server_peer_id: format!("minka-{}", &storage_id[..12]),
             max_loaded_docs: config.max_loaded_docs,
-            check_writes: !config.skip_write_checks,
+            max_waiting_per_conn: config.max_waiting_docs,
+            check_writes: !(cfg!(feature = "bench-unchecked") && config.skip_write_checks),
             ..HubConfig::default()
         },
         actor,
         tokio::runtime::Handle::current(),
     );
+    hub.repair_index()?;
     let state = web::Data::new(AppState {
         hub: hub.clone(),
         keys: JwtKeys::new(&config.jwt_secret),
@@ -130,6 +139,7 @@ pub async fn run(
         shutdown: CancellationToken::new(),
         ready: AtomicBool::new(true),
         store: store.clone(),
+        durability,
         process_year: config.process_year,
     });
     let keys = web::Data::new(state.keys.clone());
@@ -151,13 +161,23 @@ pub async fn run(
     let server_task = tokio::spawn(server);
     tracing::info!(data_dir = %config.data_dir.display(), "minka is serving");
 
-    shutdown.await;
-    tracing::info!("shutting down: closing connections and flushing documents");
+    let failed = tokio::select! {
+        _ = shutdown => false,
+        _ = fatal.cancelled() => true,
+    };
+    if failed {
+        tracing::error!("fsync failed: closing every connection and exiting");
+    } else {
+        tracing::info!("shutting down: closing connections and flushing documents");
+    }
     state.ready.store(false, Ordering::Release);
     state.shutdown.cancel();
     handle.stop(true).await;
     let _ = server_task.await;
     hub.shutdown().await;
+    if failed || fatal.is_cancelled() {
+        return Err(ServeError::Durability);
+    }
     store.sync()?;
     tracing::info!("shutdown complete");
     Ok(())

@@ -62,6 +62,10 @@ struct ServeArgs {
     /// Most documents kept in memory; idle ones beyond are unloaded least recently used first.
     #[arg(long, env = "MINKA_MAX_LOADED_DOCS", default_value_t = 10_000)]
     max_loaded_docs: usize,
+    /// Most documents that do not exist yet one connection may wait on (a peer that asks for an
+    /// absent document gets it as soon as it appears); beyond it the peer gets an `error`.
+    #[arg(long, env = "MINKA_MAX_WAITING_DOCS", default_value_t = 10_000)]
+    max_waiting_docs: usize,
     /// Largest WebSocket message accepted.
     #[arg(long, env = "MINKA_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_frame_bytes: usize,
@@ -74,8 +78,10 @@ struct ServeArgs {
     /// HTTP worker threads.
     #[arg(long, env = "MINKA_WORKERS", default_value_t = 2)]
     workers: usize,
-    /// TEST ONLY: accept every change without the write gate (for the benchmark of its cost).
-    #[arg(long, env = "MINKA_UNSAFE_SKIP_WRITE_CHECKS", hide = true)]
+    /// BENCHMARK BUILDS ONLY (`--features bench-unchecked`): accept every change without the
+    /// write gate, to measure what the gate costs.
+    #[cfg(feature = "bench-unchecked")]
+    #[arg(long, env = "MINKA_UNSAFE_SKIP_WRITE_CHECKS")]
     unsafe_skip_write_checks: bool,
 }
 
@@ -183,6 +189,12 @@ async fn main() -> anyhow::Result<()> {
                 "{} documents, {} chunks, {} seals checked",
                 report.documents, report.chunks, report.seals
             );
+            if report.unindexed > 0 {
+                println!(
+                    "{} documents are waiting to be listed in their district index (done at the next start)",
+                    report.unindexed
+                );
+            }
             for p in &report.problems {
                 println!("PROBLEM: {p}");
             }
@@ -228,11 +240,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         process_year: args.process_year,
         jwt_secret: secret,
         max_loaded_docs: args.max_loaded_docs,
+        max_waiting_docs: args.max_waiting_docs,
         max_frame_bytes: args.max_frame_bytes,
         send_queue: args.send_queue,
         heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
         workers: args.workers,
+        #[cfg(feature = "bench-unchecked")]
         skip_write_checks: args.unsafe_skip_write_checks,
+        #[cfg(not(feature = "bench-unchecked"))]
+        skip_write_checks: false,
     };
     if config.skip_write_checks {
         tracing::warn!("write checks are OFF (--unsafe-skip-write-checks): for benchmarks only");

@@ -30,6 +30,9 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
 }
 
 /// A histogram with fixed upper bounds.
@@ -105,6 +108,8 @@ pub struct Metrics {
     pub fsync_seconds: Histogram,
     pub fsync_group_size: Histogram,
     pub compactions: Counter,
+    pub waiting_peers: Gauge,
+    pub fsync_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -126,6 +131,8 @@ impl Default for Metrics {
             fsync_seconds: Histogram::new(SECONDS),
             fsync_group_size: Histogram::new(SIZES),
             compactions: Counter::default(),
+            waiting_peers: Gauge::default(),
+            fsync_failures: Counter::default(),
         }
     }
 }
@@ -211,6 +218,18 @@ impl Metrics {
             "counter",
             "Document compactions.",
             self.compactions.get(),
+        );
+        scalar(
+            "minka_waiting_peers",
+            "gauge",
+            "Peers waiting on a document that does not exist yet.",
+            self.waiting_peers.get(),
+        );
+        scalar(
+            "minka_fsync_failures_total",
+            "counter",
+            "Failed group commits (after one the server acknowledges nothing more and exits).",
+            self.fsync_failures.get(),
         );
         self.batch_messages.render(
             &mut out,

@@ -26,7 +26,7 @@ import {
   splice,
 } from "./lib/clients.mjs"
 import { withServer } from "./lib/scenario.mjs"
-import { api, sleep, waitFor, within } from "./lib/server.mjs"
+import { api, quarantined, sleep, waitFor, within } from "./lib/server.mjs"
 
 const STEP_MS = 10_000
 const TEST_MS = 60_000
@@ -58,25 +58,6 @@ async function rejection(client, handle, hash) {
 
 /** The errors `client` received about `handle`'s document. */
 const errorsAbout = (client, handle) => errorMessages(client).filter(m => m.includes(handle.documentId))
-
-/**
- * Polls the quarantine until it lists `hash`; returns the entry. Asks as a vigilancia user of
- * 150110 unless told otherwise (`who`: token claims).
- */
-async function quarantined(server, hash, who = { sub: "vig-http", ...VIG }, ms = STEP_MS) {
-  const token = server.token(who)
-  let last
-  return waitFor(
-    async () => {
-      const res = await api(server, "GET", "/api/v1/quarantine", token)
-      last = res
-      assert.equal(res.status, 200, `GET /api/v1/quarantine: ${JSON.stringify(res.body)}`)
-      return res.body.find(e => e.hash === hash)
-    },
-    () => `the quarantine to list change ${hash} for ${JSON.stringify(who)} (last answer: ${JSON.stringify(last)})`,
-    ms
-  )
-}
 
 /** Checks a quarantine entry of change `hash` of `handle`'s document written by `user`. */
 function assertEntry(entry, { handle, hash, user, reason }) {

@@ -491,6 +491,55 @@ impl ProtoClient {
         self.states.get(&id)?.their_heads.clone()
     }
 
+    /// The sync states as automerge-repo persists them across a reconnect (encoded: only what both
+    /// sides shared), to hand to the next connection with [`Self::import_states`].
+    pub fn export_states(&self) -> HashMap<DocumentId, Vec<u8>> {
+        self.states
+            .iter()
+            .map(|(id, s)| (*id, s.encode()))
+            .collect()
+    }
+
+    pub fn import_states(&mut self, states: &HashMap<DocumentId, Vec<u8>>) -> Result<()> {
+        for (id, raw) in states {
+            self.states.insert(*id, sync::State::decode(raw)?);
+        }
+        Ok(())
+    }
+
+    /// Sends this client's next sync message for a document, if it has one.
+    pub async fn send_sync(&mut self, id: DocumentId, doc: &Automerge) -> Result<bool> {
+        match self.sync_frame(id, doc, false) {
+            Some(m) => {
+                self.send(&m).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Sends a `request` for a document this client does not have.
+    pub async fn send_request(&mut self, id: DocumentId) -> Result<()> {
+        let m = self
+            .sync_frame(id, &Automerge::new(), true)
+            .ok_or_else(|| anyhow!("no request to send"))?;
+        self.send(&m).await
+    }
+
+    /// Applies a received sync message for a document and answers it if there is anything to say.
+    pub async fn receive_sync(
+        &mut self,
+        id: DocumentId,
+        doc: &mut Automerge,
+        msg: &SyncMessage,
+    ) -> Result<()> {
+        let decoded = sync::Message::decode(&msg.data)?;
+        let st = self.states.entry(id).or_default();
+        doc.receive_sync_message(st, decoded)?;
+        self.send_sync(id, doc).await?;
+        Ok(())
+    }
+
     /// Forgets the sync state of a document (as after a reconnect).
     pub fn reset(&mut self, id: DocumentId) {
         self.states.remove(&id);

@@ -55,7 +55,7 @@ async fn minted_tokens_are_accepted_and_expire_on_live_connections() {
     assert_eq!(tok.lines().count(), 1, "only the token on stdout: {tok}");
     assert_eq!(tok.split('.').count(), 3, "a JWT: {tok}");
     // The server accepts it for HTTP and for a sync that stores a proposal.
-    let (status, _) = server.http_get("/metrics", Some(&tok)).unwrap();
+    let (status, _) = server.http_get("/api/v1/quarantine", Some(&tok)).unwrap();
     assert_eq!(status, 200);
     let mut c = ProtoClient::connect(&server.ws_url(&tok), "peer-rosa")
         .await

@@ -299,7 +299,7 @@ async fn websocket_upgrade_needs_a_valid_token() {
 }
 
 #[tokio::test]
-async fn healthz_and_metrics() {
+async fn healthz_and_metrics_for_admins_only() {
     let server = TestServer::start().unwrap();
     let (status, _) = server.http_get("/healthz", None).unwrap();
     assert_eq!(status, 200);
@@ -311,8 +311,18 @@ async fn healthz_and_metrics() {
         .await
         .unwrap();
     a.sync_doc(id, &mut doc).await.unwrap();
+    // Metrics reveal activity across districts: a district's leader (or reviewer) may not read them.
+    for t in [
+        comas_leader("u-ana"),
+        token("u-vig", &["vigilancia", "tecnico"], "150110"),
+        token("u-vig-all", &["vigilancia"], "*"),
+    ] {
+        let (status, body) = server.http_get("/metrics", Some(&t)).unwrap();
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("admin"), "{body}");
+    }
     let (status, body) = server
-        .http_get("/metrics", Some(&comas_leader("u-ana")))
+        .http_get("/metrics", Some(&token("u-admin", &["admin"], "*")))
         .unwrap();
     assert_eq!(status, 200);
     for name in [

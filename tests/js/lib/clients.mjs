@@ -2,12 +2,13 @@
 // and no storage (a fresh client is a new phone), plus helpers to build schema v1 proposals, find
 // the district index and wait for the server's acknowledgement.
 
+import assert from "node:assert/strict"
 import { createHash } from "node:crypto"
 
-import { Repo, cbor, splice, stringifyAutomergeUrl } from "@automerge/automerge-repo"
+import { Repo, cbor, parseAutomergeUrl, splice, stringifyAutomergeUrl } from "@automerge/automerge-repo"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 
-import { waitFor } from "./server.mjs"
+import { waitFor, within } from "./server.mjs"
 
 export { splice }
 
@@ -19,12 +20,35 @@ export { splice }
  */
 class TracingAdapter extends WebSocketClientAdapter {
   frames = []
+  /** How many times a socket of this adapter opened / was closed by the other side. */
+  opens = 0
+  closes = 0
   #closed = false
-  constructor(url, name) {
+  /**
+   * @param {string} url
+   * @param {string} name
+   * @param {{ reconnect?: boolean }} options `reconnect: false`: once the server closes the
+   *   socket, stay closed (the stock adapter would reconnect after the retry interval).
+   */
+  constructor(url, name, { reconnect = true } = {}) {
     // A short retry interval: a reconnect timer the stock adapter arms when the server goes away
     // cannot be cancelled from outside, and it keeps node alive until it fires.
     super(url, 1_000)
     this.name = name
+    // Note opens and closes (the stock handlers are arrow-function fields, wired up by connect()).
+    const onOpen = this.onOpen
+    this.onOpen = () => {
+      this.opens++
+      this.#note("!!", { type: "socket open" })
+      onOpen()
+    }
+    const onClose = this.onClose
+    this.onClose = () => {
+      this.closes++
+      this.#note("!!", { type: "socket closed" })
+      if (!reconnect) this.#closed = true
+      onClose()
+    }
     // The stock handler rethrows any socket error but ECONNREFUSED (as an uncaught exception);
     // the tests SIGKILL the server under live sockets, so note such errors instead.
     const onError = this.onError
@@ -81,10 +105,27 @@ export class Client {
    * @param {string} token
    * @param {string} name for failure messages
    */
-  constructor(server, token, name) {
+  /**
+   * @param {import("./server.mjs").MinkaServer} server
+   * @param {string} token
+   * @param {string} name for failure messages
+   * @param {{ peerId?: string, offline?: boolean, reconnect?: boolean }} options `peerId`: the
+   *   Repo's peer id (default random); `offline`: start with no network (documents created now
+   *   sync when `goOnline()` adds the adapter, like a phone coming back online); `reconnect:
+   *   false`: do not reconnect after the server closes the socket.
+   */
+  constructor(server, token, name, { peerId, offline = false, reconnect = true } = {}) {
     this.name = name
-    this.adapter = new TracingAdapter(server.syncUrl(token), name)
-    this.repo = new Repo({ network: [this.adapter], sharePolicy: async () => true })
+    this.adapter = new TracingAdapter(server.syncUrl(token), name, { reconnect })
+    this.repo = new Repo({ network: offline ? [] : [this.adapter], peerId, sharePolicy: async () => true })
+    this.online = !offline
+  }
+
+  /** Connects a client created `offline` (the stock Repo's network subsystem adds the adapter). */
+  goOnline() {
+    if (this.online) return
+    this.online = true
+    this.repo.networkSubsystem.addNetworkAdapter(this.adapter)
   }
 
   /** Waits until the server's `peer` answer arrived. */
@@ -249,4 +290,45 @@ export async function errorFor(client, documentId, ms = 10_000) {
     () => `${client.name} to receive an error frame naming ${documentId} (errors so far: ${JSON.stringify(errorMessages(client))})`,
     ms
   )
+}
+
+// ---- documents asked for before they exist (tests/js/late-docs.test.mjs, isolation.test.mjs) ----
+
+/** The bare document id of an `automerge:` URL. */
+export const docIdOf = url => parseAutomergeUrl(url).documentId
+
+/**
+ * `client` asks for `url` (the stock `repo.find`, which sends `request`) and must be told it is
+ * unavailable; returns the handle, which the stock repo keeps in state `unavailable` (a later
+ * `find` answers from that cache and never asks again).
+ */
+export async function findUnavailable(client, url, ms = 10_000) {
+  const err = await within(
+    client.repo.find(url).then(
+      h => assert.fail(`${client.name} found ${url} (${JSON.stringify(plain(h.doc()))}); expected it unavailable`),
+      e => e
+    ),
+    `${client.name}: find(${url}) to be answered unavailable`,
+    ms
+  )
+  assert.match(String(err), /unavailable/, `${client.name}: find(${url})`)
+  const handle = client.repo.handles[docIdOf(url)]
+  assert.equal(handle?.state, "unavailable", `${client.name}: the handle of ${url}`)
+  return handle
+}
+
+/** How many `sync` frames naming `documentId` the server sent to `client` so far. */
+export const syncsReceived = (client, documentId) =>
+  client.adapter.frames.filter(l => l.includes(` <- sync doc=${documentId} `)).length
+
+/** The plain content of `handle` once it is ready, else undefined. */
+export const contentOf = handle => (handle?.isReady() ? plain(handle.doc()) : undefined)
+
+/** A schema-valid document's bytes, made in a scratch Repo that never connects (for `import`). */
+export async function documentBytes(content) {
+  const scratch = new Repo({ network: [] })
+  const h = scratch.create(content)
+  const bytes = await scratch.export(h.documentId)
+  await scratch.shutdown()
+  return bytes
 }

@@ -7,8 +7,9 @@ import { MinkaServer } from "./server.mjs"
 const TAIL_LINES = 80
 
 /**
- * `connect(sub, { roles, district, name, token })` opens a stock client with a token for `sub`
- * (a leader of Comas 150110 unless told otherwise) and waits for the server's `peer` answer.
+ * `connect(sub, { roles, district, name, token, peerId, reconnect })` opens a stock client with a
+ * token for `sub` (a leader of Comas 150110 unless told otherwise) and waits for the server's
+ * `peer` answer; with `offline: true` it returns a client with no network yet (`goOnline()`).
  *
  * @param {(ctx: { server: MinkaServer, connect: (sub: string, opts?: object) => Promise<Client>,
  *   clients: Client[] }) => Promise<void>} body
@@ -16,10 +17,13 @@ const TAIL_LINES = 80
 export async function withServer(body) {
   const server = await MinkaServer.start()
   const clients = []
-  const open = async (sub, { roles = ["leader"], district = "150110", name = sub, token } = {}) => {
-    const c = new Client(server, token ?? server.token({ sub, roles, district }), name)
+  const open = async (
+    sub,
+    { roles = ["leader"], district = "150110", name = sub, token, peerId, offline = false, reconnect = true } = {}
+  ) => {
+    const c = new Client(server, token ?? server.token({ sub, roles, district }), name, { peerId, offline, reconnect })
     clients.push(c)
-    await c.connected()
+    if (!offline) await c.connected()
     return c
   }
   let failure

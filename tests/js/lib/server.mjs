@@ -223,3 +223,22 @@ export async function api(server, method, path, token, ms = 10_000) {
   }
   return { status: res.status, body }
 }
+
+/**
+ * Polls `GET /api/v1/quarantine` as `who` (token claims; a vigilancia user of 150110 unless told
+ * otherwise) until it lists change `hash`; returns the entry.
+ */
+export async function quarantined(server, hash, who = { sub: "vig-http", roles: ["vigilancia"] }, ms = 10_000) {
+  const token = server.token(who)
+  let last
+  return waitFor(
+    async () => {
+      const res = await api(server, "GET", "/api/v1/quarantine", token)
+      last = res
+      if (res.status !== 200) throw new Error(`GET /api/v1/quarantine: ${res.status} ${JSON.stringify(res.body)}`)
+      return res.body.find(e => e.hash === hash)
+    },
+    () => `the quarantine to list change ${hash} for ${JSON.stringify(who)} (last answer: ${JSON.stringify(last)})`,
+    ms
+  )
+}
