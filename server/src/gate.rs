@@ -21,11 +21,30 @@ use crate::auth::{now_unix, AuthUser};
 use crate::store::{DocStore, StoreResult};
 
 const ACTORS: &str = "actors";
+const USERS: &str = "users";
 const QUARANTINE: &str = "quarantine";
+/// Quarantine keys by `district(6) ‖ time(8, BE) ‖ doc(16) ‖ hash(32)` (`------` when unknown).
+const QUARANTINE_BY_DISTRICT: &str = "quarantine-by-district";
+/// Quarantine keys by `user ‖ 0 ‖ time(8, BE) ‖ doc(16) ‖ hash(32)`.
+const QUARANTINE_BY_USER: &str = "quarantine-by-user";
 const REJECTED: &str = "rejected";
 
+/// Which slice of the quarantine to read.
+#[derive(Debug, Clone)]
+pub enum QuarantineScope {
+    District(Option<String>),
+    User(String),
+}
+
+/// One page of quarantine entries, newest first, and how many match in all.
+#[derive(Debug, Clone, Default)]
+pub struct QuarantinePage {
+    pub entries: Vec<QuarantineEntry>,
+    pub total: usize,
+}
+
 /// A change kept out of a document, as reviewers see it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuarantineEntry {
     pub document_id: String,
@@ -116,6 +135,106 @@ impl Gate {
             .collect())
     }
 
+    /// Remembers a user's display name (from their token) for the review pages.
+    pub fn remember_name(store: &dyn DocStore, user: &UserId, name: &str) -> StoreResult<()> {
+        if store.meta_get(USERS, user.as_str().as_bytes())?.as_deref() != Some(name.as_bytes()) {
+            store.meta_put(USERS, user.as_str().as_bytes(), name.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The user an actor (hex) is bound to, with their name if known.
+    pub fn actor_user(
+        store: &dyn DocStore,
+        actor_hex: &str,
+    ) -> StoreResult<Option<(UserId, Option<String>)>> {
+        let Ok(bytes) = hex::decode(actor_hex) else {
+            return Ok(None);
+        };
+        let Some(user) = store
+            .meta_get(ACTORS, &bytes)?
+            .and_then(|v| UserId::new(String::from_utf8_lossy(&v).into_owned()).ok())
+        else {
+            return Ok(None);
+        };
+        let name = store
+            .meta_get(USERS, user.as_str().as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        Ok(Some((user, name)))
+    }
+
+    /// One page of the quarantine for `scope`, newest first, optionally of one document, read
+    /// through the secondary index (only the keys of the scope, then the page's entries).
+    pub fn quarantine_page(
+        store: &dyn DocStore,
+        scope: &QuarantineScope,
+        document: Option<&DocumentId>,
+        offset: usize,
+        limit: usize,
+    ) -> StoreResult<QuarantinePage> {
+        let (tree, prefix) = match scope {
+            QuarantineScope::District(Some(d)) => (QUARANTINE_BY_DISTRICT, d.as_bytes().to_vec()),
+            QuarantineScope::District(None) => (QUARANTINE_BY_DISTRICT, Vec::new()),
+            QuarantineScope::User(u) => (QUARANTINE_BY_USER, user_prefix(u)),
+        };
+        let mut keys: Vec<(Vec<u8>, Vec<u8>)> = store.meta_scan(tree, &prefix)?;
+        if let Some(doc) = document {
+            keys.retain(|(_, primary)| primary.starts_with(doc.as_bytes()));
+        }
+        // Newest first: the time follows the prefix in every index key.
+        let at = |k: &[u8]| -> [u8; 8] {
+            let start = match scope {
+                QuarantineScope::District(_) => 6,
+                QuarantineScope::User(u) => u.len() + 1,
+            };
+            k.get(start..start + 8)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_default()
+        };
+        keys.sort_by(|a, b| at(&b.0).cmp(&at(&a.0)).then_with(|| b.1.cmp(&a.1)));
+        let total = keys.len();
+        let mut entries = Vec::new();
+        for (_, primary) in keys.into_iter().skip(offset).take(limit) {
+            if let Some(raw) = store.meta_get(QUARANTINE, &primary)? {
+                if let Ok(e) = serde_json::from_slice(&raw) {
+                    entries.push(e);
+                }
+            }
+        }
+        Ok(QuarantinePage { entries, total })
+    }
+
+    /// Builds the quarantine's secondary indexes for entries written before they existed.
+    pub fn index_quarantine(store: &dyn DocStore) -> StoreResult<usize> {
+        if store.meta_get("server", b"quarantine-index-v1")?.is_some() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for (key, raw) in store.meta_scan(QUARANTINE, b"")? {
+            if let Ok(e) = serde_json::from_slice::<QuarantineEntry>(&raw) {
+                Self::index_entry(store, &key, &e)?;
+                n += 1;
+            }
+        }
+        store.meta_put("server", b"quarantine-index-v1", b"1")?;
+        Ok(n)
+    }
+
+    fn index_entry(store: &dyn DocStore, primary: &[u8], e: &QuarantineEntry) -> StoreResult<()> {
+        let mut by_district = e
+            .district
+            .clone()
+            .unwrap_or_else(|| "------".into())
+            .into_bytes();
+        by_district.extend_from_slice(&e.time.to_be_bytes());
+        by_district.extend_from_slice(primary);
+        store.meta_put(QUARANTINE_BY_DISTRICT, &by_district, primary)?;
+        let mut by_user = user_prefix(&e.user);
+        by_user.extend_from_slice(&e.time.to_be_bytes());
+        by_user.extend_from_slice(primary);
+        store.meta_put(QUARANTINE_BY_USER, &by_user, primary)
+    }
+
     /// Every quarantined change, oldest first.
     pub fn quarantine(store: &dyn DocStore) -> StoreResult<Vec<QuarantineEntry>> {
         let mut all: Vec<QuarantineEntry> = store
@@ -156,6 +275,7 @@ impl Gate {
             &key,
             &serde_json::to_vec(&entry).expect("serializable"),
         )?;
+        Self::index_entry(store, &key, &entry)?;
         let deps: Vec<u8> = change
             .deps()
             .iter()
@@ -314,12 +434,23 @@ impl Gate {
                 .iter()
                 .map(|c| c.actor_id().clone())
                 .collect();
+            let mut bound = false;
             for actor in new_bindings.iter().filter(|a| used.contains(*a)) {
                 self.bind(store, actor, &user.user)?;
+                bound = true;
+            }
+            if bound {
+                Self::remember_name(store, &user.user, &user.name)?;
             }
         }
         Ok(out)
     }
+}
+
+fn user_prefix(user: &str) -> Vec<u8> {
+    let mut k = user.as_bytes().to_vec();
+    k.push(0);
+    k
 }
 
 /// Changes sorted so every change comes after its dependencies within the batch.

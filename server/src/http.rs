@@ -1,4 +1,4 @@
-//! Operational HTTP endpoints: health and metrics.
+//! Operational HTTP endpoints: health and metrics (routed in `api::register`).
 
 use std::sync::atomic::Ordering;
 
@@ -9,14 +9,10 @@ use crate::error::ApiError;
 use crate::AppState;
 use crdt_core::Role;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics));
-}
-
 /// `GET /healthz`: 200 once the store is open and while the server is not shutting down.
 /// Open without a token so probes can use it; it reveals nothing.
-async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "serving"), (status = 503, description = "stopping")))]
+pub(crate) async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     if state.ready.load(Ordering::Acquire) {
         HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
     } else {
@@ -28,7 +24,8 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 /// activity across districts (connections, changes, rejections), which a leader's or a district
 /// reviewer's token must not see. Prometheus scrapes it with an admin token
 /// (`authorization: { credentials_file: ... }`).
-async fn metrics(
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text", content_type = "text/plain"), (status = 401, description = "no or bad token"), (status = 403, description = "not an admin")))]
+pub(crate) async fn metrics(
     Authenticated(user): Authenticated,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

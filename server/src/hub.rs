@@ -278,6 +278,16 @@ struct Inner {
     waiting: Mutex<Waiting>,
     /// Peers waiting in total, so the common case (none) skips the lock.
     waiters: AtomicUsize,
+    events: tokio::sync::broadcast::Sender<DocEvent>,
+}
+
+/// A document changed durably (for the review page's live updates).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DocEvent {
+    pub id: String,
+    pub district: String,
+    #[serde(rename = "type")]
+    pub doc_type: String,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -313,7 +323,13 @@ impl Hub {
             gate: Gate::new(),
             waiting: Mutex::new(Waiting::default()),
             waiters: AtomicUsize::new(0),
+            events: tokio::sync::broadcast::channel(1024).0,
         }))
+    }
+
+    /// Durable document changes from now on (a slow subscriber misses some and is told so).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<DocEvent> {
+        self.0.events.subscribe()
     }
 
     pub fn server_peer_id(&self) -> &str {
@@ -920,6 +936,17 @@ impl DocTask {
             }
             // Everyone connected to this document hears about the new changes.
             touched.extend(self.peers.keys().copied());
+            if let Some(h) = self
+                .header
+                .as_ref()
+                .filter(|h| h.doc_type != DocType::Index)
+            {
+                let _ = self.hub.0.events.send(DocEvent {
+                    id: self.id.to_string(),
+                    district: h.district.to_string(),
+                    doc_type: h.doc_type.to_string(),
+                });
+            }
         } else if self.wrote_meta || !seal_replies.is_empty() {
             if let Err(e) = self.hub.0.durability.wait().await {
                 tracing::error!(doc.id = %self.id, error = %e, "cannot make the batch durable");

@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod review;
 pub mod store;
 pub mod tools;
 
@@ -125,6 +126,7 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     );
     hub.repair_index()?;
+    crate::gate::Gate::index_quarantine(store.as_ref())?;
     let state = web::Data::new(AppState {
         hub: hub.clone(),
         keys: JwtKeys::new(&config.jwt_secret),
@@ -148,7 +150,6 @@ pub async fn run(
         App::new()
             .app_data(app_state.clone())
             .app_data(keys.clone())
-            .configure(http::configure)
             .configure(api::configure)
             .route("/sync", web::get().to(conn::sync_ws))
     })

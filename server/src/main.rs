@@ -32,6 +32,29 @@ enum Command {
     Compact(StoreArgs),
     /// Seed realistic demo data for Comas, San Juan de Miraflores and Ate (server stopped).
     Demo(DemoArgs),
+    /// Export a district's proposals (csv, pabulib) or documents (json) to stdout (server stopped).
+    Export(ExportArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
+    Pabulib,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// 6-digit ubigeo of the district.
+    #[arg(long)]
+    district: String,
+    #[arg(long, value_enum)]
+    format: ExportFormat,
+    /// Fiscal year.
+    #[arg(long, env = "MINKA_PROCESS_YEAR", default_value_t = 2027)]
+    process_year: u16,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args, Clone)]
@@ -211,6 +234,28 @@ async fn main() -> anyhow::Result<()> {
             println!("compacted {compacted} of {total} documents");
             Ok(())
         }
+        Command::Export(args) => {
+            let district: crdt_core::Ubigeo = args
+                .district
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--district: {e}"))?;
+            let store = tools::open_store(&args.store.data_dir)?;
+            let year = args.process_year;
+            let loaded = minka_server::review::load_district(&store, district, year)?;
+            if loaded.is_empty() {
+                bail!("district {district} has no documents for {year} in this store");
+            }
+            let d = minka_server::review::District::new(&loaded);
+            let out = match args.format {
+                ExportFormat::Csv => minka_server::review::export_csv(&d),
+                ExportFormat::Pabulib => minka_server::review::export_pabulib(district, year, &d),
+                ExportFormat::Json => serde_json::to_string_pretty(
+                    &minka_server::review::export_json(district, year, &loaded),
+                )?,
+            };
+            print!("{out}");
+            Ok(())
+        }
         Command::Demo(args) => {
             let store = tools::open_store(&args.store.data_dir)?;
             let docs = crdt_core::demo::demo_documents(args.process_year, now_unix() as i64);
@@ -219,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
             let gate = minka_server::gate::Gate::new();
             for user in crdt_core::demo::demo_users() {
                 gate.bind(&store, &crdt_core::demo::demo_actor(&user.id), &user.id)?;
+                minka_server::gate::Gate::remember_name(&store, &user.id, &user.name)?;
             }
             store.sync()?;
             println!(

@@ -24,7 +24,7 @@ pub struct CheckReport {
 }
 
 /// A sealed acta must still be at its sealed heads, in status `sealed`, with the same state hash.
-fn verify_seal(doc: &Automerge, raw: &[u8]) -> Result<(), String> {
+pub fn verify_seal(doc: &Automerge, raw: &[u8]) -> Result<(), String> {
     let record: crate::hub::SealRecord =
         serde_json::from_slice(raw).map_err(|e| format!("unreadable seal record: {e}"))?;
     let heads = record

@@ -39,12 +39,16 @@ export class MinkaServer {
   #tmp = ""
   secret = `minka-js-${randomBytes(16).toString("hex")}`
 
-  /** Starts a server on a fresh temporary store. */
-  static async start() {
+  /**
+   * Starts a server on a fresh temporary store. `demo: true` first seeds the store with
+   * `minka demo` (Comas, San Juan de Miraflores and Ate; same environment as the server).
+   */
+  static async start({ demo = false } = {}) {
     const s = new MinkaServer()
     s.#tmp = await mkdtemp(path.join(tmpdir(), "minka-js-"))
     s.dataDir = path.join(s.#tmp, "data")
     try {
+      if (demo) s.#log.push((await run(MINKA_BIN, ["demo", "--data-dir", s.dataDir], s.env)).trim())
       await s.#spawn()
     } catch (e) {
       await s.stop()
@@ -236,7 +240,7 @@ export async function quarantined(server, hash, who = { sub: "vig-http", roles: 
       const res = await api(server, "GET", "/api/v1/quarantine", token)
       last = res
       if (res.status !== 200) throw new Error(`GET /api/v1/quarantine: ${res.status} ${JSON.stringify(res.body)}`)
-      return res.body.find(e => e.hash === hash)
+      return res.body.items.find(e => e.hash === hash)
     },
     () => `the quarantine to list change ${hash} for ${JSON.stringify(who)} (last answer: ${JSON.stringify(last)})`,
     ms
