@@ -140,9 +140,18 @@ async fn read_durable<T: Send + 'static>(
     Ok(out)
 }
 
-/// Who wrote with an actor, for the review pages.
-fn user_lookup(store: &dyn DocStore) -> impl Fn(&str) -> Option<UserRef> + '_ {
+/// Who wrote with an actor, for the review pages (the server's own actor writes indexes and seals).
+fn user_lookup(
+    store: &dyn DocStore,
+    server_actor: String,
+) -> impl Fn(&str) -> Option<UserRef> + '_ {
     move |actor: &str| {
+        if actor == server_actor {
+            return Some(UserRef {
+                id: "minka-server".into(),
+                name: Some("Servidor Minka".into()),
+            });
+        }
         Gate::actor_user(store, actor)
             .ok()
             .flatten()
@@ -438,9 +447,10 @@ async fn doc_history(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path.id)?;
+    let server_actor = state.hub.server_actor().to_hex_string();
     let view = read_durable(&state, move |store| {
         let (doc, _) = load_readable(store, &user, id)?;
-        let changes = review::history_view(&doc, &user_lookup(store));
+        let changes = review::history_view(&doc, &user_lookup(store, server_actor));
         Ok(HistoryView {
             id: id.to_string(),
             changes,
@@ -550,11 +560,12 @@ async fn doc_conflicts(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path.id)?;
+    let server_actor = state.hub.server_actor().to_hex_string();
     let view = read_durable(&state, move |store| {
         let (doc, _) = load_readable(store, &user, id)?;
         Ok(ConflictsView {
             id: id.to_string(),
-            conflicts: review::conflicts(&doc, &user_lookup(store)),
+            conflicts: review::conflicts(&doc, &user_lookup(store, server_actor)),
         })
     })
     .await?;

@@ -332,6 +332,11 @@ impl Hub {
         self.0.events.subscribe()
     }
 
+    /// The actor the server writes with (index documents, seals).
+    pub fn server_actor(&self) -> &ActorId {
+        &self.0.actor
+    }
+
     pub fn server_peer_id(&self) -> &str {
         &self.0.config.server_peer_id
     }

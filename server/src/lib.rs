@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod review;
 pub mod store;
 pub mod tools;
+pub mod ui;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -151,6 +152,7 @@ pub async fn run(
             .app_data(app_state.clone())
             .app_data(keys.clone())
             .configure(api::configure)
+            .configure(ui::configure)
             .route("/sync", web::get().to(conn::sync_ws))
     })
     .workers(config.workers.max(1))

@@ -189,7 +189,7 @@ pub fn history_view(doc: &Automerge, user_of: &dyn Fn(&str) -> Option<UserRef>) 
     history::history(doc)
         .into_iter()
         .map(|e| {
-            let descriptions = describe(doc, &e, user_of);
+            let descriptions = describe(doc, &e);
             ChangeView {
                 user: user_of(&e.actor),
                 hash: e.hash,
@@ -295,7 +295,16 @@ fn show(segs: &[&str], v: &Json) -> String {
         Json::Bool(false) => "no".into(),
         Json::Null => "vacío".into(),
         Json::Number(n) => n.to_string(),
-        other => truncate(&other.to_string(), 80),
+        // An attendee, a signature, a comment: what a reviewer recognises of it.
+        Json::Object(o) => match (o.get("name"), o.get("text"), o.get("at")) {
+            (Some(Json::String(name)), _, _) => format!("«{}»", truncate(name, 80)),
+            (_, Some(Json::String(text)), _) => format!("«{}»", truncate(text, 80)),
+            (_, _, Some(Json::Number(at))) => format!("la fecha {at}"),
+            _ if o.len() == 1 => "1 dato".into(),
+            _ => format!("{} datos", o.len()),
+        },
+        Json::Array(a) if segs == ["prioritized"] => format!("{} proyectos", a.len()),
+        Json::Array(a) => format!("{} elementos", a.len()),
     }
 }
 
@@ -328,11 +337,7 @@ fn value_at(doc: &Automerge, segs: &[&str], heads: &[ChangeHash]) -> Option<Json
 }
 
 /// What one change did, in sentences.
-fn describe(
-    doc: &Automerge,
-    e: &history::HistoryEntry,
-    user_of: &dyn Fn(&str) -> Option<UserRef>,
-) -> Vec<String> {
+fn describe(doc: &Automerge, e: &history::HistoryEntry) -> Vec<String> {
     let hash: Option<ChangeHash> = e.hash.parse().ok();
     let deps: Vec<ChangeHash> = e.deps.iter().filter_map(|d| d.parse().ok()).collect();
     let after_heads: Vec<ChangeHash> = hash.into_iter().collect();
@@ -369,7 +374,6 @@ fn describe(
             fields.push((field, c.action));
         }
     }
-    let _ = user_of;
     fields
         .into_iter()
         .map(|(field, action)| {

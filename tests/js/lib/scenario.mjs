@@ -10,12 +10,13 @@ const TAIL_LINES = 80
  * `connect(sub, { roles, district, name, token, peerId, reconnect })` opens a stock client with a
  * token for `sub` (a leader of Comas 150110 unless told otherwise) and waits for the server's
  * `peer` answer; with `offline: true` it returns a client with no network yet (`goOnline()`).
+ * `demo: true` seeds the store with `minka demo` before the server starts.
  *
  * @param {(ctx: { server: MinkaServer, connect: (sub: string, opts?: object) => Promise<Client>,
  *   clients: Client[] }) => Promise<void>} body
  */
-export async function withServer(body) {
-  const server = await MinkaServer.start()
+export async function withServer(body, { demo = false } = {}) {
+  const server = await MinkaServer.start({ demo })
   const clients = []
   const open = async (
     sub,
