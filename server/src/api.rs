@@ -604,18 +604,6 @@ fn is_reviewer(user: &AuthUser) -> bool {
         .any(|r| user.has_role(*r))
 }
 
-fn may_see_quarantine(user: &AuthUser, entry: &QuarantineEntry) -> bool {
-    // Everyone sees their own rejected changes, wherever they were aimed.
-    if entry.user == user.user.as_str() {
-        return true;
-    }
-    let in_scope = match entry.district.as_deref().map(str::parse::<Ubigeo>) {
-        Some(Ok(d)) => user.district.covers(d),
-        _ => user.district == DistrictScope::All,
-    };
-    in_scope && is_reviewer(user)
-}
-
 /// `GET /api/v1/quarantine`: rejected changes, newest first: reviewers see their district's,
 /// everyone sees their own; read through a per-district (or per-user) index, a page at a time.
 #[utoipa::path(get, path = "/api/v1/quarantine", params(QuarantineQuery),
@@ -655,25 +643,30 @@ async fn quarantine(
         },
     };
     let list = read_durable(&state, move |store| {
-        // The index narrows to the scope; the visibility rule still holds for every entry (a
-        // reviewer naming a user sees that user's entries of the reviewer's district only).
-        let all = Gate::quarantine_page(store, &scope, document.as_ref(), 0, usize::MAX)
-            .map_err(internal)?;
-        let visible: Vec<QuarantineEntry> = all
-            .entries
-            .into_iter()
-            .filter(|e| may_see_quarantine(&user, e))
-            .collect();
-        let total = visible.len();
+        // A district's reviewers see every entry of their district; a user-scoped read shows the
+        // caller's own entries and, to a reviewer, another user's entries of the reviewer's scope.
+        let me = user.user.to_string();
+        let own = matches!(&scope, QuarantineScope::User(u) if *u == me);
+        let visible = |district: Option<&str>| {
+            own || match district.map(str::parse::<Ubigeo>) {
+                Some(Ok(d)) => user.district.covers(d),
+                _ => user.district == DistrictScope::All,
+            }
+        };
+        let found = Gate::quarantine_page(
+            store,
+            &scope,
+            document.as_ref(),
+            &visible,
+            (page - 1) * per_page,
+            per_page,
+        )
+        .map_err(internal)?;
         Ok(QuarantineList {
-            items: visible
-                .into_iter()
-                .skip((page - 1) * per_page)
-                .take(per_page)
-                .collect(),
+            items: found.entries,
             page,
             per_page,
-            total,
+            total: found.total,
         })
     })
     .await?;

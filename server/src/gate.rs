@@ -25,7 +25,8 @@ const USERS: &str = "users";
 const QUARANTINE: &str = "quarantine";
 /// Quarantine keys by `district(6) ‖ time(8, BE) ‖ doc(16) ‖ hash(32)` (`------` when unknown).
 const QUARANTINE_BY_DISTRICT: &str = "quarantine-by-district";
-/// Quarantine keys by `user ‖ 0 ‖ time(8, BE) ‖ doc(16) ‖ hash(32)`.
+/// Quarantine keys by `user ‖ 0 ‖ time(8, BE) ‖ doc(16) ‖ hash(32)`; the value is the primary
+/// key followed by the entry's district (6 bytes, `------` when unknown).
 const QUARANTINE_BY_USER: &str = "quarantine-by-user";
 const REJECTED: &str = "rejected";
 
@@ -164,11 +165,14 @@ impl Gate {
     }
 
     /// One page of the quarantine for `scope`, newest first, optionally of one document, read
-    /// through the secondary index (only the keys of the scope, then the page's entries).
+    /// through the secondary index: only the scope's index keys are read, then the page's entries.
+    /// `district_visible` decides, from an entry's district alone, whether a user-scoped entry may
+    /// be shown (a district's reviewer asking for a user sees that user's entries of the district).
     pub fn quarantine_page(
         store: &dyn DocStore,
         scope: &QuarantineScope,
         document: Option<&DocumentId>,
+        district_visible: &dyn Fn(Option<&str>) -> bool,
         offset: usize,
         limit: usize,
     ) -> StoreResult<QuarantinePage> {
@@ -180,6 +184,12 @@ impl Gate {
         let mut keys: Vec<(Vec<u8>, Vec<u8>)> = store.meta_scan(tree, &prefix)?;
         if let Some(doc) = document {
             keys.retain(|(_, primary)| primary.starts_with(doc.as_bytes()));
+        }
+        if let QuarantineScope::User(_) = scope {
+            keys.retain(|(_, value)| {
+                let district = value.get(48..54).and_then(|d| std::str::from_utf8(d).ok());
+                district_visible(district.filter(|d| *d != "------"))
+            });
         }
         // Newest first: the time follows the prefix in every index key.
         let at = |k: &[u8]| -> [u8; 8] {
@@ -194,8 +204,9 @@ impl Gate {
         keys.sort_by(|a, b| at(&b.0).cmp(&at(&a.0)).then_with(|| b.1.cmp(&a.1)));
         let total = keys.len();
         let mut entries = Vec::new();
-        for (_, primary) in keys.into_iter().skip(offset).take(limit) {
-            if let Some(raw) = store.meta_get(QUARANTINE, &primary)? {
+        for (_, value) in keys.into_iter().skip(offset).take(limit) {
+            let primary = &value[..value.len().min(48)];
+            if let Some(raw) = store.meta_get(QUARANTINE, primary)? {
                 if let Ok(e) = serde_json::from_slice(&raw) {
                     entries.push(e);
                 }
@@ -206,7 +217,7 @@ impl Gate {
 
     /// Builds the quarantine's secondary indexes for entries written before they existed.
     pub fn index_quarantine(store: &dyn DocStore) -> StoreResult<usize> {
-        if store.meta_get("server", b"quarantine-index-v1")?.is_some() {
+        if store.meta_get("server", b"quarantine-index-v2")?.is_some() {
             return Ok(0);
         }
         let mut n = 0;
@@ -216,23 +227,22 @@ impl Gate {
                 n += 1;
             }
         }
-        store.meta_put("server", b"quarantine-index-v1", b"1")?;
+        store.meta_put("server", b"quarantine-index-v2", b"1")?;
         Ok(n)
     }
 
     fn index_entry(store: &dyn DocStore, primary: &[u8], e: &QuarantineEntry) -> StoreResult<()> {
-        let mut by_district = e
-            .district
-            .clone()
-            .unwrap_or_else(|| "------".into())
-            .into_bytes();
+        let district = e.district.clone().unwrap_or_else(|| "------".into());
+        let mut by_district = district.as_bytes().to_vec();
         by_district.extend_from_slice(&e.time.to_be_bytes());
         by_district.extend_from_slice(primary);
         store.meta_put(QUARANTINE_BY_DISTRICT, &by_district, primary)?;
         let mut by_user = user_prefix(&e.user);
         by_user.extend_from_slice(&e.time.to_be_bytes());
         by_user.extend_from_slice(primary);
-        store.meta_put(QUARANTINE_BY_USER, &by_user, primary)
+        let mut value = primary.to_vec();
+        value.extend_from_slice(district.as_bytes());
+        store.meta_put(QUARANTINE_BY_USER, &by_user, &value)
     }
 
     /// Every quarantined change, oldest first.
