@@ -120,7 +120,19 @@ pub fn check(store: &dyn DocStore) -> Result<CheckReport, StoreError> {
                 missing.len()
             ));
         }
-        if let Ok(header) = DocumentHeader::read(&doc) {
+        let header = DocumentHeader::read(&doc).ok();
+        if let Some((district, year)) = id.reserved_index() {
+            let is_that_index = header.as_ref().is_some_and(|h| {
+                h.doc_type == DocType::Index && h.district == district && h.process_year == year
+            });
+            if !is_that_index {
+                report.problems.push(format!(
+                    "document {id}: sits at the reserved index id of district {district} for {year} but is not that index"
+                ));
+                continue;
+            }
+        }
+        if let Some(header) = header {
             if header.doc_type == DocType::Index {
                 let index = Index::read(&doc).map(|i| i.docs.into_keys().collect());
                 listed.insert(id, index.unwrap_or_default());

@@ -388,3 +388,54 @@ async fn a_default_build_cannot_switch_off_write_checks() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn the_server_writes_a_district_list_only_into_that_districts_index() {
+    // A store from before index ids were reserved: a Comas proposal planted at Ate's 2027 index id.
+    let mut server = TestServer::unstarted(&[]).unwrap();
+    let planted_id = DocumentId::index_for(Ubigeo::ATE, 2027);
+    let planted = proposal(Ubigeo::COMAS, "u-mallory", "Plantada", &[]);
+    let planted_heads = planted.get_heads();
+    {
+        let store = minka_server::store::SledStore::open(&server.data_dir).unwrap();
+        minka_server::tools::write_documents(&store, [(planted_id, planted)]).unwrap();
+    }
+    server.restart().unwrap();
+    // An Ate leader creates a proposal: the server must not list it in the planted document.
+    let mut ate = ProtoClient::connect(&server.ws_url(&ate_leader("u-ate")), "peer-ate")
+        .await
+        .unwrap();
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::ATE, "u-ate", "Parque en Ate", &[]);
+    upload_until_acked(&mut ate, id, &mut doc).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.terminate());
+    let store = minka_server::store::SledStore::open(&server.data_dir).unwrap();
+    let chunks = minka_server::store::DocStore::load(&store, &planted_id).unwrap();
+    let stored = minka_server::store::assemble(&planted_id, &chunks).unwrap();
+    assert_eq!(
+        stored.get_heads(),
+        planted_heads,
+        "the server wrote into the planted document"
+    );
+    assert!(
+        server.log().contains("not the server's index"),
+        "{}",
+        server.log()
+    );
+    // `minka check` points at the planted document; the Ate proposal stays marked for listing.
+    drop(store);
+    let (ok, report) = server.tool(&["check"]).unwrap();
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains(&format!(
+            "document {planted_id}: sits at the reserved index id"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("1 documents are waiting to be listed"),
+        "{report}"
+    );
+    assert_eq!(report.matches("PROBLEM").count(), 1, "{report}");
+}
