@@ -6,16 +6,17 @@
 //! loadgen --minka-bin target/release/minka \
 //!         --js-script tests/peers/js-sync-server/server.mjs \
 //!         --samod-bin tests/peers/samod-server/target/release/samod-peer-server \
-//!         --targets minka,js,samod --workloads offline,storm,idle
+//!         --targets minka,minka-nochecks,js --runs 3 --storm-phones 100,200,500,1000
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use minka_tests::loadgen::report::Results;
 use minka_tests::loadgen::server::{open_file_limit, Target};
+use minka_tests::loadgen::stock::{self, StockConfig};
 use minka_tests::loadgen::workloads::{self, Config};
 
 #[derive(Parser, Debug)]
@@ -24,17 +25,24 @@ use minka_tests::loadgen::workloads::{self, Config};
     about = "Minka sync benchmark: simulated phones against minka and the reference peers"
 )]
 struct Args {
-    /// Servers to run against, in order: minka, js, samod, a ws:// URL of a running server, or
-    /// NAME=COMMAND where COMMAND may use {port} and {dir} (WebSocket path from --cmd-path).
+    /// Servers to run against, in order: minka, minka-nochecks (the same binary with
+    /// `--unsafe-skip-write-checks`, built with the `bench-unchecked` feature), js, samod, a ws://
+    /// URL of a running server, or NAME=COMMAND where COMMAND may use {port} and {dir} (WebSocket
+    /// path from --cmd-path).
     #[arg(long, value_delimiter = ',', default_value = "minka,js,samod")]
     targets: Vec<String>,
-    /// Workloads to run: offline, storm, idle; `probe` records a few scripted exchanges.
+    /// Workloads to run: offline, ingest, storm, idle, stock-reconnect; `probe` records a few
+    /// scripted exchanges (once, not repeated).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "offline,storm,idle,probe"
+        default_value = "offline,ingest,storm,idle,stock-reconnect,probe"
     )]
     workloads: Vec<String>,
+    /// Run every workload this many times, the target order reversed on every other run; the
+    /// tables show min / median / max, the JSON keeps every run.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// The minka binary.
     #[arg(long, default_value = "target/release/minka")]
     minka_bin: PathBuf,
@@ -60,9 +68,15 @@ struct Args {
     /// Workload 1: proposals.
     #[arg(long, default_value_t = 10)]
     docs: usize,
-    /// Workload 2: phones that reconnect.
-    #[arg(long, default_value_t = 1000)]
-    storm_phones: usize,
+    /// Ingest: phones (default: --phones); each edits only proposals of its own.
+    #[arg(long)]
+    ingest_phones: Option<usize>,
+    /// Ingest: proposals each phone creates (and then edits --edits times, offline).
+    #[arg(long, default_value_t = 5)]
+    ingest_docs: usize,
+    /// Workload 2: phones that reconnect; a list runs the storm once per size (a curve).
+    #[arg(long, value_delimiter = ',', default_value = "100,200,500,1000")]
+    storm_phones: Vec<usize>,
     /// Workload 2: documents per phone.
     #[arg(long, default_value_t = 20)]
     storm_docs: usize,
@@ -75,6 +89,29 @@ struct Args {
     /// Workload 3: seconds to sit idle before measuring.
     #[arg(long, default_value_t = 5)]
     idle_wait: u64,
+    /// Stock reconnect: the node script (stock automerge-repo clients + counting proxy).
+    #[arg(long, default_value = "tests/js/bench-reconnect.mjs")]
+    stock_script: PathBuf,
+    /// Stock reconnect: clients; a list runs it once per size.
+    #[arg(long, value_delimiter = ',', default_value = "100,200")]
+    stock_clients: Vec<usize>,
+    /// Stock reconnect: documents per client.
+    #[arg(long, default_value_t = 20)]
+    stock_docs: usize,
+    /// Stock reconnect: size of the document pool the clients' documents are drawn from.
+    #[arg(long, default_value_t = 200)]
+    stock_pool: usize,
+    /// Stock reconnect: clients doing their first sync at once (all live in one node process,
+    /// whose stock DocHandles time out after 60 s when it is overloaded).
+    #[arg(long, default_value_t = 25)]
+    stock_concurrency: usize,
+    /// A settle phase (storm, its first-sync waves) ends after this many milliseconds without a
+    /// frame on any connection and without server CPU; the window is not counted in the times.
+    #[arg(long, default_value_t = 500)]
+    quiet_ms: u64,
+    /// Repetitions of the raw automerge apply_changes cost floor (median reported).
+    #[arg(long, default_value_t = 5)]
+    raw_reps: usize,
     /// Give up on a phase after this many seconds and report that it did not settle.
     #[arg(long, default_value_t = 180)]
     timeout: u64,
@@ -109,6 +146,13 @@ fn parse_target(s: &str, args: &Args) -> Result<Target> {
     Ok(match s {
         "minka" => Target::Minka {
             bin: args.minka_bin.clone(),
+            name: "minka".into(),
+            args: Vec::new(),
+        },
+        "minka-nochecks" => Target::Minka {
+            bin: args.minka_bin.clone(),
+            name: "minka-nochecks".into(),
+            args: vec!["--unsafe-skip-write-checks".into()],
         },
         "js" => Target::Js {
             script: std::fs::canonicalize(&args.js_script)
@@ -124,7 +168,9 @@ fn parse_target(s: &str, args: &Args) -> Result<Target> {
                 cmd: cmd.into(),
                 path: args.cmd_path.clone(),
             },
-            None => bail!("unknown target {other:?} (minka, js, samod, ws://…, NAME=COMMAND)"),
+            None => bail!(
+                "unknown target {other:?} (minka, minka-nochecks, js, samod, ws://…, NAME=COMMAND)"
+            ),
         },
     })
 }
@@ -138,7 +184,8 @@ fn main() -> Result<()> {
         print!("{}", results.markdown());
         return Ok(());
     }
-    let needed = (args.storm_phones.max(args.idle_conns).max(args.phones) as u64) * 2 + 256;
+    let biggest_storm = args.storm_phones.iter().copied().max().unwrap_or(0);
+    let needed = (biggest_storm.max(args.idle_conns).max(args.phones) as u64) * 2 + 256;
     if let Some(limit) = open_file_limit() {
         if limit < needed {
             eprintln!(
@@ -156,16 +203,26 @@ fn main() -> Result<()> {
         phones: args.phones,
         edits: args.edits,
         docs: args.docs,
-        storm_phones: args.storm_phones,
+        storm_phones: biggest_storm,
         storm_docs_per_phone: args.storm_docs,
         storm_pool: args.storm_pool,
+        ingest_phones: args.ingest_phones.unwrap_or(args.phones),
+        ingest_docs: args.ingest_docs,
         idle_conns: args.idle_conns,
         idle_wait: Duration::from_secs(args.idle_wait),
         timeout: Duration::from_secs(args.timeout),
         seed_concurrency: args.seed_concurrency,
+        quiet: Duration::from_millis(args.quiet_ms),
+        raw_reps: args.raw_reps,
         jwt_secret: args.jwt_secret.clone(),
         log_dir: args.log_dir.clone(),
+        run: 1,
     };
+    for w in &args.workloads {
+        if !KNOWN.contains(&w.as_str()) {
+            bail!("unknown workload {w:?} ({})", KNOWN.join(", "));
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
         .enable_all()
@@ -173,51 +230,140 @@ fn main() -> Result<()> {
     let results = rt.block_on(run(&args, &targets, &cfg))?;
     let md = results.markdown();
     print!("{md}");
+    write_outputs(&args, &results)?;
+    Ok(())
+}
+
+const KNOWN: &[&str] = &[
+    "offline",
+    "ingest",
+    "storm",
+    "idle",
+    "stock-reconnect",
+    "probe",
+];
+
+fn write_file(p: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
+}
+
+/// The table and the JSON so far (written after every workload, so a long run that is stopped
+/// keeps what it measured).
+fn write_outputs(args: &Args, results: &Results) -> Result<()> {
     if let Some(p) = &args.out {
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(p, &md)?;
+        write_file(p, &results.markdown())?;
     }
     if let Some(p) = &args.json {
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(p, serde_json::to_string_pretty(&results)?)?;
+        write_file(p, &serde_json::to_string_pretty(results)?)?;
     }
     Ok(())
 }
 
-async fn run(args: &Args, targets: &[Target], cfg: &Config) -> Result<Results> {
-    let mut results = Results::default();
-    for w in &args.workloads {
-        for t in targets {
-            eprintln!("== {w} against {} ...", t.name());
-            let started = std::time::Instant::now();
-            let outcome = match w.as_str() {
-                "offline" => workloads::offline_edits(t, cfg).await.map(|r| {
-                    eprintln!("   {r:?}");
-                    results.offline.push(r)
-                }),
-                "storm" => workloads::reconnect_storm(t, cfg).await.map(|r| {
-                    eprintln!("   {r:?}");
-                    results.storm.push(r)
-                }),
-                "idle" => workloads::idle(t, cfg).await.map(|r| {
-                    eprintln!("   {r:?}");
-                    results.idle.push(r)
-                }),
-                "probe" => workloads::probe(t, cfg)
-                    .await
-                    .map(|r| results.probe.push(r)),
-                other => bail!("unknown workload {other:?} (offline, storm, idle, probe)"),
-            };
-            if let Err(e) = outcome {
-                eprintln!("   failed: {e:#}");
-                results.errors.push((w.clone(), t.name(), format!("{e:#}")));
+async fn run(args: &Args, targets: &[Target], base: &Config) -> Result<Results> {
+    let runs = args.runs.max(1);
+    let mut results = Results {
+        runs,
+        ..Results::default()
+    };
+    for run in 1..=runs {
+        // Run 1 in the given order, run 2 reversed, run 3 as given, …
+        let order: Vec<&Target> = if run % 2 == 1 {
+            targets.iter().collect()
+        } else {
+            targets.iter().rev().collect()
+        };
+        let cfg = Config {
+            run,
+            ..base.clone()
+        };
+        for w in &args.workloads {
+            if w == "probe" && run > 1 {
+                continue;
             }
-            eprintln!("   ({:.1} s)", started.elapsed().as_secs_f64());
+            // The sizes of a workload: one, or a curve (storm, stock-reconnect).
+            let sizes: Vec<usize> = match w.as_str() {
+                "storm" => args.storm_phones.clone(),
+                "stock-reconnect" => args.stock_clients.clone(),
+                _ => vec![0],
+            };
+            for size in sizes {
+                for t in &order {
+                    let what = match w.as_str() {
+                        "storm" | "stock-reconnect" => format!("{w} {size}"),
+                        _ => w.clone(),
+                    };
+                    eprintln!("== run {run}/{runs}: {what} against {} ...", t.name());
+                    let started = std::time::Instant::now();
+                    let outcome = one(&mut results, w, t, &cfg, size, args).await;
+                    if let Err(e) = outcome {
+                        eprintln!("   failed: {e:#}");
+                        let label = if runs > 1 {
+                            format!("{what} (run {run})")
+                        } else {
+                            what.clone()
+                        };
+                        results.errors.push((label, t.name(), format!("{e:#}")));
+                    }
+                    eprintln!("   ({:.1} s)", started.elapsed().as_secs_f64());
+                }
+            }
+            write_outputs(args, &results)?;
         }
     }
     Ok(results)
+}
+
+/// One workload (at one size) against one target.
+async fn one(
+    results: &mut Results,
+    w: &str,
+    t: &Target,
+    cfg: &Config,
+    size: usize,
+    args: &Args,
+) -> Result<()> {
+    match w {
+        "offline" => {
+            let r = workloads::offline_edits(t, cfg).await?;
+            eprintln!("   {r:?}");
+            results.offline.push(r);
+        }
+        "ingest" => {
+            let r = workloads::ingest(t, cfg).await?;
+            eprintln!("   {r:?}");
+            results.ingest.push(r);
+        }
+        "storm" => {
+            let cfg = Config {
+                storm_phones: size,
+                ..cfg.clone()
+            };
+            let r = workloads::reconnect_storm(t, &cfg).await?;
+            eprintln!("   {r:?}");
+            results.storm.push(r);
+        }
+        "idle" => {
+            let r = workloads::idle(t, cfg).await?;
+            eprintln!("   {r:?}");
+            results.idle.push(r);
+        }
+        "stock-reconnect" => {
+            let sc = StockConfig {
+                script: args.stock_script.clone(),
+                clients: size,
+                docs_per_client: args.stock_docs,
+                pool: args.stock_pool,
+                concurrency: args.stock_concurrency,
+            };
+            let r = stock::stock_reconnect(t, cfg, &sc).await?;
+            eprintln!("   {r:?}");
+            results.stock.push(r);
+        }
+        "probe" => results.probe.push(workloads::probe(t, cfg).await?),
+        other => bail!("unknown workload {other:?} ({})", KNOWN.join(", ")),
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! the workload says stop.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,18 @@ pub struct PhoneDoc {
     pub target_heads: Option<Vec<ChangeHash>>,
     acked: bool,
     converged: bool,
+    /// The server sent a message about this document in this session.
     heard: bool,
+    /// The last message the server sent about it carried heads equal to ours.
     settled: bool,
+    /// When that last message arrived.
+    settled_at: Option<Duration>,
+    /// The phone's opening `sync` showed agreement with the server: its heads equal the heads the
+    /// server is known to hold (`target_heads` when the harness knows them, else the shared heads
+    /// of the persisted sync state).
+    agreed: bool,
+    /// When the opening `sync` went out (or the session started, if there was none).
+    opened_at: Option<Duration>,
 }
 
 impl PhoneDoc {
@@ -46,6 +56,30 @@ impl PhoneDoc {
             converged: false,
             heard: false,
             settled: false,
+            settled_at: None,
+            agreed: false,
+            opened_at: None,
+        }
+    }
+
+    /// Has this document settled (see [`Goal::Settle`])?
+    pub fn is_settled(&self) -> bool {
+        if self.heard {
+            self.settled
+        } else {
+            self.agreed
+        }
+    }
+
+    /// When it settled: the server's last message about it, or the phone's agreeing opening
+    /// `sync` when the server said nothing about it.
+    pub fn settled_instant(&self) -> Option<Duration> {
+        if !self.is_settled() {
+            None
+        } else if self.heard {
+            self.settled_at
+        } else {
+            self.opened_at
         }
     }
 }
@@ -93,23 +127,59 @@ pub enum Goal {
     /// The server acknowledged every document with `ack_heads` and every document reached its
     /// `target_heads`.
     Converge,
-    /// Every document heard from the server in this session with heads equal to the phone's.
+    /// Every document settled, valid for a server that answers an agreeing `sync` and for one
+    /// that stays silent: a document settles when the last message the server sent about it in
+    /// this session carried heads equal to the phone's, or, when the server sent nothing about
+    /// it, when the phone's opening `sync` already showed agreement (its heads equal the heads
+    /// the server is known to hold: `target_heads`, else the persisted sync state's shared
+    /// heads). A later message with other heads unsettles it again, so a workload must also wait
+    /// for quiescence (no frames for a while) before it believes a silence.
     Settle,
 }
 
 /// Counts phones that reached their goal; the workload waits on it.
-#[derive(Default)]
 pub struct Progress {
+    /// Phones that reached their goal (counted once, the first time).
     pub done: AtomicUsize,
     pub acked: AtomicUsize,
     pub failed: AtomicUsize,
+    /// Phones whose documents are all settled right now (goes down when one unsettles).
+    pub settled: AtomicUsize,
     pub notify: Notify,
+    base: Instant,
+    /// Nanoseconds after `base` of the last data frame sent or received on any connection.
+    last_frame_ns: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            done: AtomicUsize::new(0),
+            acked: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            settled: AtomicUsize::new(0),
+            notify: Notify::new(),
+            base: Instant::now(),
+            last_frame_ns: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Progress {
     fn bump(&self, counter: &AtomicUsize) {
         counter.fetch_add(1, Ordering::SeqCst);
         self.notify.notify_waiters();
+    }
+
+    fn frame(&self) {
+        let ns = self.base.elapsed().as_nanos() as u64;
+        self.last_frame_ns.fetch_max(ns, Ordering::SeqCst);
+    }
+
+    /// When the last data frame went either way on any connection of this phase (or when the
+    /// progress was created, if none did).
+    pub fn last_frame(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last_frame_ns.load(Ordering::SeqCst))
     }
 }
 
@@ -127,6 +197,13 @@ pub struct SessionStats {
     pub sync_in: u64,
     pub sync_in_after_done: u64,
     pub sync_out_after_done: u64,
+    /// With [`Goal::Settle`]: when every document had settled for the last time (the latest
+    /// settle instant of its documents), if all were settled when the session ended.
+    pub settled_at: Option<Duration>,
+    /// Documents settled by the server's equal-heads reply, and by its silence after the phone's
+    /// agreeing opening `sync`.
+    pub docs_answered: u64,
+    pub docs_silent: u64,
     pub doc_unavailable: u64,
     pub errors: Vec<String>,
     pub failure: Option<String>,
@@ -218,6 +295,8 @@ struct Session<'a> {
     goal: Goal,
     t0: Instant,
     stats: SessionStats,
+    /// With [`Goal::Settle`]: counted in `Progress::settled` right now.
+    settled_now: bool,
 }
 
 impl Session<'_> {
@@ -244,6 +323,7 @@ impl Session<'_> {
 
     /// Re-evaluates one document's flags after a message from the server.
     fn update_doc(&mut self, i: usize, their_heads: &[ChangeHash]) {
+        let now = self.t0.elapsed();
         let d = &mut self.phone.docs[i];
         d.heard = true;
         let ours = d.doc.get_heads();
@@ -256,6 +336,7 @@ impl Session<'_> {
         let mut theirs = their_heads.to_vec();
         theirs.sort_unstable();
         d.settled = theirs == ours;
+        d.settled_at = d.settled.then_some(now);
     }
 
     fn all_acked(&self) -> bool {
@@ -275,7 +356,7 @@ impl Session<'_> {
                         .iter()
                         .all(|d| d.target_heads.is_none() || d.converged)
             }
-            Goal::Settle => self.phone.docs.iter().all(|d| d.settled),
+            Goal::Settle => self.phone.docs.iter().all(PhoneDoc::is_settled),
         }
     }
 }
@@ -351,6 +432,7 @@ pub async fn run_session(
         }
     };
     stats.handshake_at = Some(t0.elapsed());
+    progress.frame();
     stats.frames_out = 1;
     stats.frames_in = 1;
     stats.bytes_out = join.len() as u64;
@@ -366,10 +448,22 @@ pub async fn run_session(
         } else {
             sync::State::new()
         };
+        let ours = d.doc.get_heads();
         d.acked = false;
-        d.converged = d.target_heads.as_ref() == Some(&d.doc.get_heads());
+        d.converged = d.target_heads.as_ref() == Some(&ours);
         d.heard = false;
         d.settled = false;
+        d.settled_at = None;
+        d.opened_at = None;
+        let known = match &d.target_heads {
+            Some(t) => Some(t.clone()),
+            None => {
+                let mut shared = d.state.shared_heads.clone();
+                shared.sort_unstable();
+                (!shared.is_empty()).then_some(shared)
+            }
+        };
+        d.agreed = !ours.is_empty() && known.as_ref() == Some(&ours);
     }
     phone.server_storage_id = server_storage;
     let mut s = Session {
@@ -378,13 +472,25 @@ pub async fn run_session(
         goal,
         t0,
         stats,
+        settled_now: false,
     };
     let result = session_loop(&mut s, ws, &mut stop, &progress, started).await;
     if let Err(e) = result {
-        if s.stats.done_at.is_none() {
+        if s.stats.done_at.is_none() || goal == Goal::Settle {
             s.stats.failure = Some(format!("{e:#}"));
+            if s.settled_now {
+                progress.settled.fetch_sub(1, Ordering::SeqCst);
+            }
             progress.bump(&progress.failed);
         }
+    }
+    if goal == Goal::Settle && s.stats.failure.is_none() {
+        let docs = &s.phone.docs;
+        if docs.iter().all(PhoneDoc::is_settled) {
+            s.stats.settled_at = docs.iter().filter_map(PhoneDoc::settled_instant).max();
+        }
+        s.stats.docs_answered = docs.iter().filter(|d| d.heard && d.settled).count() as u64;
+        s.stats.docs_silent = docs.iter().filter(|d| !d.heard && d.agreed).count() as u64;
     }
     s.stats
 }
@@ -408,10 +514,15 @@ async fn session_loop(
             s.stats.frames_out += 1;
             s.stats.sync_out += 1;
             s.stats.bytes_out += frame.len() as u64;
+            progress.frame();
             sink.feed(WsMessage::Binary(frame)).await?;
         }
     }
     sink.flush().await?;
+    let opened = s.t0.elapsed();
+    for d in &mut s.phone.docs {
+        d.opened_at = Some(opened);
+    }
     let mut reported_ack = false;
     let mut reported_done = false;
     let check = |s: &mut Session<'_>, reported_ack: &mut bool, reported_done: &mut bool| {
@@ -420,10 +531,20 @@ async fn session_loop(
             s.stats.acked_at = Some(s.t0.elapsed());
             progress.bump(&progress.acked);
         }
-        if !*reported_done && s.goal_reached() {
+        let reached = s.goal_reached();
+        if !*reported_done && reached {
             *reported_done = true;
             s.stats.done_at = Some(s.t0.elapsed());
             progress.bump(&progress.done);
+        }
+        if s.goal == Goal::Settle && reached != s.settled_now {
+            s.settled_now = reached;
+            if reached {
+                progress.settled.fetch_add(1, Ordering::SeqCst);
+            } else {
+                progress.settled.fetch_sub(1, Ordering::SeqCst);
+            }
+            progress.notify.notify_waiters();
         }
     };
     check(s, &mut reported_ack, &mut reported_done);
@@ -442,6 +563,7 @@ async fn session_loop(
             Some(Err(e)) => bail!("WebSocket error: {e}"),
             None => bail!("server closed the connection"),
         };
+        progress.frame();
         trace(s.phone.idx, "<-", &bytes);
         s.stats.record(started, "<-", &bytes);
         s.stats.frames_in += 1;
@@ -482,6 +604,7 @@ async fn session_loop(
             s.stats.record(started, "->", &frame);
             s.stats.frames_out += 1;
             s.stats.bytes_out += frame.len() as u64;
+            progress.frame();
             sink.send(WsMessage::Binary(frame)).await?;
             continue;
         };
@@ -510,6 +633,7 @@ async fn session_loop(
                 s.stats.sync_out_after_done += 1;
             }
             s.stats.bytes_out += frame.len() as u64;
+            progress.frame();
             sink.send(WsMessage::Binary(frame)).await?;
         }
         check(s, &mut reported_ack, &mut reported_done);

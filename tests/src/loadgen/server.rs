@@ -13,8 +13,13 @@ use tokio::process::{Child, Command};
 /// Which server a workload runs against.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// The `minka` binary: `minka serve --listen 127.0.0.1:PORT --data-dir DIR`, WebSocket at `/sync`.
-    Minka { bin: PathBuf },
+    /// The `minka` binary: `minka serve --listen 127.0.0.1:PORT --data-dir DIR [ARGS]`, WebSocket
+    /// at `/sync`. `name` is `minka`, or e.g. `minka-nochecks` with extra arguments.
+    Minka {
+        bin: PathBuf,
+        name: String,
+        args: Vec<String>,
+    },
     /// The reference JavaScript sync server (tests/peers/js-sync-server/server.mjs), run with node.
     Js { script: PathBuf },
     /// The samod peer (tests/peers/samod-server), a built binary.
@@ -32,7 +37,7 @@ pub enum Target {
 impl Target {
     pub fn name(&self) -> String {
         match self {
-            Target::Minka { .. } => "minka".into(),
+            Target::Minka { name, .. } => name.clone(),
             Target::Js { .. } => "js".into(),
             Target::Samod { .. } => "samod".into(),
             Target::Url { url } => url.clone(),
@@ -76,6 +81,15 @@ pub fn read_cpu_secs(pid: &str) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Prometheus text exposition: the value of the sample `name` (no labels), if present.
+pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let rest = rest.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}
+
 /// The open-file limit of this process (soft), from /proc/self/limits.
 pub fn open_file_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -99,6 +113,8 @@ pub struct ServerProc {
     _data_dir: Option<tempfile::TempDir>,
     pub log_path: Option<PathBuf>,
     cpu_at_start: f64,
+    /// The HTTP port, for `/metrics` (minka and NAME=COMMAND targets).
+    http_port: Option<u16>,
 }
 
 impl ServerProc {
@@ -120,6 +136,7 @@ impl ServerProc {
                 _data_dir: None,
                 log_path: None,
                 cpu_at_start: 0.0,
+                http_port: None,
             });
         }
         let data_dir = tempfile::Builder::new()
@@ -130,7 +147,7 @@ impl ServerProc {
         let log_path = log_dir.join(format!("{name}-{tag}.log"));
         let log = std::fs::File::create(&log_path)?;
         let (mut cmd, port, path, announces_port) = match target {
-            Target::Minka { bin } => {
+            Target::Minka { bin, args, .. } => {
                 let port = free_port()?;
                 let mut c = Command::new(bin);
                 c.args([
@@ -140,6 +157,7 @@ impl ServerProc {
                     "--data-dir",
                     &dir,
                 ])
+                .args(args)
                 .env("MINKA_JWT_SECRET", jwt_secret);
                 if std::env::var_os("RUST_LOG").is_none() {
                     c.env("RUST_LOG", "warn");
@@ -197,6 +215,7 @@ impl ServerProc {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
+        let http_port = port;
         let port = if announces_port {
             tokio::select! {
                 p = port_rx => p.map_err(|_| anyhow!("{name} exited before listening; see {}", log_path.display()))?,
@@ -240,7 +259,21 @@ impl ServerProc {
             _data_dir: Some(data_dir),
             log_path: Some(log_path),
             cpu_at_start,
+            http_port,
         })
+    }
+
+    /// The base WebSocket URL (no token).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The body of `GET /metrics` with `Authorization: Bearer <token>`, if the server has one
+    /// and answers 200.
+    pub async fn metrics_text(&self, token: &str) -> Option<String> {
+        let port = self.http_port?;
+        let (status, body) = http_get(port, "/metrics", token).await?;
+        (status == 200).then_some(body)
     }
 
     /// The WebSocket URL a phone with this token connects to. The peers ignore the token, but it
@@ -280,6 +313,60 @@ impl ServerProc {
     }
 }
 
+/// Status code and body (de-chunked) of a plain HTTP/1.1 GET on loopback, or None.
+async fn http_get(port: u16, path: &str, token: &str) -> Option<(u16, String)> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&buf[..split]).to_string();
+        let body = &buf[split + 4..];
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        let chunked = head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("transfer-encoding:") && l.contains("chunked")
+        });
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_vec()
+        };
+        Some((status, String::from_utf8_lossy(&body).to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .ok()?
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..eol]).to_string();
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            break;
+        };
+        let rest = &body[eol + 2..];
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
 /// The status code of a plain HTTP GET on loopback, or None.
 async fn http_status(port: u16, path: &str, token: &str) -> Option<u16> {
     let fut = async {
@@ -302,4 +389,38 @@ async fn http_status(port: u16, path: &str, token: &str) -> Option<u16> {
     tokio::time::timeout(Duration::from_secs(2), fut)
         .await
         .ok()?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_prometheus_samples() {
+        let text = "# HELP minka_fsync_seconds x\n# TYPE minka_fsync_seconds histogram\n\
+                    minka_fsync_seconds_bucket{le=\"0.001\"} 3\nminka_fsync_seconds_sum 0.25\n\
+                    minka_fsync_seconds_count 7\nminka_fsync_group_size_count 5\n";
+        assert_eq!(
+            prometheus_value(text, "minka_fsync_seconds_count"),
+            Some(7.0)
+        );
+        assert_eq!(
+            prometheus_value(text, "minka_fsync_seconds_sum"),
+            Some(0.25)
+        );
+        assert_eq!(
+            prometheus_value(text, "minka_fsync_group_size_count"),
+            Some(5.0)
+        );
+        assert_eq!(prometheus_value(text, "minka_fsync_group_size_sum"), None);
+    }
+
+    #[test]
+    fn dechunks_http_bodies() {
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n"),
+            b"hello world!"
+        );
+        assert_eq!(dechunk(b"3;ext=1\r\nabc\r\n0\r\n\r\n"), b"abc");
+    }
 }

@@ -1,5 +1,5 @@
-//! The three workloads: offline edits, reconnect storm, idle connections. Each starts its own
-//! server (fresh data directory), seeds it, runs, measures and stops it.
+//! The workloads: offline edits, ingest, reconnect storm, idle connections, and the protocol
+//! probe. Each starts its own server (fresh data directory), seeds it, runs, measures and stops it.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use automerge::{ActorId, Automerge, ChangeHash};
+use automerge::{ActorId, Automerge, Change, ChangeHash};
 use crdt_core::DocumentId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::measure::{
+    admin_token, fsync_delta, fsync_snapshot, raw_apply, wait_settled_quiet, FsyncStats, RawApply,
+};
 use super::phone::{run_session, Goal, Phone, PhoneDoc, Progress, SessionStats};
 use super::proposal::{self, DISTRICT};
 use super::server::{read_cpu_secs, ServerProc, Target};
@@ -22,19 +25,34 @@ pub struct Config {
     pub phones: usize,
     pub edits: usize,
     pub docs: usize,
+    /// Phones of the reconnect storm (one size; the command line runs a curve of them).
     pub storm_phones: usize,
     pub storm_docs_per_phone: usize,
     pub storm_pool: usize,
+    /// Ingest: phones, and proposals each phone creates and edits (its own, nobody else's).
+    pub ingest_phones: usize,
+    pub ingest_docs: usize,
     pub idle_conns: usize,
     pub idle_wait: Duration,
     pub timeout: Duration,
     pub seed_concurrency: usize,
+    /// The quiet window that ends a settle phase (no frames, server idle).
+    pub quiet: Duration,
+    /// Repetitions of the raw `apply_changes` cost floor (the median is reported).
+    pub raw_reps: usize,
     pub jwt_secret: String,
     pub log_dir: PathBuf,
+    /// Which repetition of the benchmark this is (1-based), recorded in every result.
+    pub run: usize,
 }
 
 /// An HS256 token for `sub`, as minka expects it (leader of the benchmark district).
 pub fn token(secret: &str, sub: &str, roles: &[&str]) -> String {
+    token_in(secret, sub, roles, DISTRICT)
+}
+
+/// An HS256 token for `sub` with `roles` in `district` (`"*"`: every district).
+pub fn token_in(secret: &str, sub: &str, roles: &[&str], district: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -43,7 +61,7 @@ pub fn token(secret: &str, sub: &str, roles: &[&str]) -> String {
         "sub": sub,
         "name": format!("Dirigente {sub}"),
         "roles": roles,
-        "district": DISTRICT,
+        "district": district,
         "iat": now,
         "exp": now + 8 * 3600,
     });
@@ -199,11 +217,15 @@ fn traffic(stats: &[SessionStats]) -> Traffic {
     t
 }
 
+/// A result of the offline-edits or the ingest workload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OfflineResult {
     pub target: String,
+    #[serde(default)]
+    pub run: usize,
     pub phones: usize,
     pub edits: usize,
+    /// Offline edits: proposals every phone holds. Ingest: proposals each phone owns.
     pub docs: usize,
     pub changes: usize,
     /// Seconds from connect until every phone's changes were acknowledged.
@@ -217,6 +239,13 @@ pub struct OfflineResult {
     pub server_peak_rss_mib: Option<f64>,
     pub server_cpu_secs: Option<f64>,
     pub client_cpu_secs: Option<f64>,
+    /// minka's fsync counters (`/metrics`) over the phase; None for the peers.
+    #[serde(default)]
+    pub fsync: Option<FsyncStats>,
+    /// The cost floor: a raw `apply_changes` of the same changes onto copies of the seeded
+    /// documents, in the load generator.
+    #[serde(default)]
+    pub raw_apply: Option<RawApply>,
     pub traffic: Traffic,
     pub note: Option<String>,
 }
@@ -225,9 +254,9 @@ pub struct OfflineResult {
 pub async fn offline_edits(target: &Target, cfg: &Config) -> Result<OfflineResult> {
     let (n, m, k) = (cfg.phones, cfg.edits, cfg.docs);
     let users: Vec<String> = (0..n).map(|p| user("u", p)).collect();
-    let admin = token(&cfg.jwt_secret, &users[0], &["leader"]);
+    let health = token(&cfg.jwt_secret, &users[0], &["leader"]);
     let server =
-        ServerProc::start(target, &cfg.jwt_secret, &admin, &cfg.log_dir, "offline").await?;
+        ServerProc::start(target, &cfg.jwt_secret, &health, &cfg.log_dir, "offline").await?;
 
     // Seed: K proposals created by phone 0's user, co-authored by every phone user.
     let seeded: Vec<(DocumentId, Automerge)> = (0..k)
@@ -241,6 +270,7 @@ pub async fn offline_edits(target: &Target, cfg: &Config) -> Result<OfflineResul
     // Offline edits: phone p's e-th edit goes to proposal (p + e) mod K.
     let mut phones = Vec::with_capacity(n);
     let mut merged: Vec<Automerge> = seeded.iter().map(|(_, d)| d.fork()).collect();
+    let mut sent: Vec<Vec<Change>> = vec![Vec::new(); k];
     let seed_heads: Vec<Vec<ChangeHash>> = seeded.iter().map(|(_, d)| d.get_heads()).collect();
     for (p, u) in users.iter().enumerate() {
         let actor = ActorId::random();
@@ -256,7 +286,9 @@ pub async fn offline_edits(target: &Target, cfg: &Config) -> Result<OfflineResul
         }
         let mut phone_docs = Vec::with_capacity(k);
         for (i, doc) in docs.into_iter().enumerate() {
-            merged[i].apply_changes(doc.get_changes(&seed_heads[i]))?;
+            let changes = doc.get_changes(&seed_heads[i]);
+            sent[i].extend(changes.iter().cloned());
+            merged[i].apply_changes(changes)?;
             let mut d = PhoneDoc::new(seeded[i].0, doc);
             if edited[i] {
                 d.ack_heads = d.doc.get_heads();
@@ -276,10 +308,27 @@ pub async fn offline_edits(target: &Target, cfg: &Config) -> Result<OfflineResul
         }
     }
     drop(merged);
+    let floor_work: Vec<(Automerge, Vec<Change>)> =
+        seeded.iter().map(|(_, d)| d.clone()).zip(sent).collect();
+    changes_phase(target, cfg, server, phones, m, k, floor_work).await
+}
 
-    // All phones connect at once.
+/// The measured part of offline edits and ingest: all phones connect at once and run until every
+/// phone's changes are acknowledged and every document converged; then the cost floor.
+async fn changes_phase(
+    target: &Target,
+    cfg: &Config,
+    server: ServerProc,
+    phones: Vec<Phone>,
+    m: usize,
+    k: usize,
+    floor_work: Vec<(Automerge, Vec<Change>)>,
+) -> Result<OfflineResult> {
+    let n = phones.len();
+    let admin = admin_token(&cfg.jwt_secret);
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let fsync0 = fsync_snapshot(&server, &admin).await;
     let client_cpu0 = read_cpu_secs("self");
     let server_cpu0 = server.cpu_secs();
     let t0 = Instant::now();
@@ -293,8 +342,11 @@ pub async fn offline_edits(target: &Target, cfg: &Config) -> Result<OfflineResul
     let client_cpu = read_cpu_secs("self").zip(client_cpu0).map(|(a, b)| a - b);
     let server_cpu = server.cpu_secs().zip(server_cpu0).map(|(a, b)| a - b);
     let mem = server.mem();
+    let fsync1 = fsync_snapshot(&server, &admin).await;
     let (_, stats) = join_all(handles).await?;
     server.stop().await;
+    // The floor is measured with the server stopped, so it has a core to itself.
+    let raw = raw_apply(floor_work, cfg.raw_reps).await?;
 
     let acked: Vec<Duration> = stats.iter().filter_map(|s| s.acked_at).collect();
     let done: Vec<Duration> = stats.iter().filter_map(|s| s.done_at).collect();
@@ -321,6 +373,7 @@ pub async fn offline_edits(target: &Target, cfg: &Config) -> Result<OfflineResul
     });
     Ok(OfflineResult {
         target: target.name(),
+        run: cfg.run,
         phones: n,
         edits: m,
         docs: k,
@@ -334,29 +387,214 @@ pub async fn offline_edits(target: &Target, cfg: &Config) -> Result<OfflineResul
         server_peak_rss_mib: mem.map(|m| mib(m.hwm_kib)),
         server_cpu_secs: server_cpu,
         client_cpu_secs: client_cpu,
+        fsync: fsync_delta(fsync0, fsync1),
+        raw_apply: Some(raw),
         traffic: t,
         note,
     })
 }
 
+/// Phones that ran one session each, in waves of `cfg.seed_concurrency`.
+struct Waves {
+    phones: Vec<Phone>,
+    /// Seconds the waves took; for [`Goal::Settle`] each wave counts until it went quiet (the
+    /// quiet window itself is not counted).
+    secs: f64,
+    failures: usize,
+    first_failure: Option<String>,
+}
+
+/// One session per phone, `cfg.seed_concurrency` at a time, each wave until its phones reached
+/// `goal` (a [`Goal::Settle`] wave also until it went quiet, so late replies are not cut off).
+async fn in_waves(
+    server: &ServerProc,
+    cfg: &Config,
+    phones: Vec<Phone>,
+    goal: Goal,
+) -> Result<Waves> {
+    let n = phones.len();
+    let started = Instant::now();
+    let deadline = started + cfg.timeout;
+    let mut out = Waves {
+        phones: Vec::with_capacity(n),
+        secs: 0.0,
+        failures: 0,
+        first_failure: None,
+    };
+    let mut rest = phones.into_iter();
+    loop {
+        let wave: Vec<Phone> = rest.by_ref().take(cfg.seed_concurrency.max(1)).collect();
+        if wave.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            out.failures += wave.len() + rest.len();
+            out.first_failure
+                .get_or_insert_with(|| "not started: out of time".into());
+            out.phones.extend(wave);
+            out.phones.extend(rest.by_ref());
+            break;
+        }
+        let count = wave.len();
+        let progress = Arc::new(Progress::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let t0 = Instant::now();
+        let handles: Vec<Handle> = wave
+            .into_iter()
+            .map(|p| spawn_session(p, server, goal, t0, &stop_rx, &progress))
+            .collect();
+        let took = match goal {
+            Goal::Settle => {
+                let q = wait_settled_quiet(&progress, count, t0, deadline, cfg.quiet, server).await;
+                q.quiet_at.unwrap_or(q.waited)
+            }
+            Goal::Converge => {
+                wait_all(&progress, count, deadline).await;
+                t0.elapsed()
+            }
+        };
+        out.secs += secs(took);
+        let _ = stop_tx.send(true);
+        let (ps, stats) = join_all(handles).await?;
+        for s in &stats {
+            let ok = match goal {
+                Goal::Settle => s.settled_at.is_some(),
+                Goal::Converge => s.done_at.is_some(),
+            };
+            if !ok {
+                out.failures += 1;
+                if out.first_failure.is_none() {
+                    out.first_failure = Some(
+                        s.failure
+                            .clone()
+                            .unwrap_or_else(|| format!("did not reach {goal:?}")),
+                    );
+                }
+            }
+        }
+        out.phones.extend(ps);
+    }
+    if out.secs == 0.0 {
+        out.secs = secs(started.elapsed());
+    }
+    Ok(out)
+}
+
+/// Ingest: every phone creates `cfg.ingest_docs` proposals of its own (uploaded and acknowledged
+/// first, in waves), makes M offline edits to them (edit e goes to its own proposal e mod K), and
+/// then all phones connect at once. Nobody else holds a phone's proposals, so the server only
+/// ingests: no fan-out to other holders.
+pub async fn ingest(target: &Target, cfg: &Config) -> Result<OfflineResult> {
+    let (n, m, k) = (cfg.ingest_phones, cfg.edits, cfg.ingest_docs.max(1));
+    let users: Vec<String> = (0..n).map(|p| user("g", p)).collect();
+    let health = token(&cfg.jwt_secret, &users[0], &["leader"]);
+    let server =
+        ServerProc::start(target, &cfg.jwt_secret, &health, &cfg.log_dir, "ingest").await?;
+
+    // Each phone's own proposals, created with its own actor, then uploaded by that phone.
+    let mut phones = Vec::with_capacity(n);
+    for (p, u) in users.iter().enumerate() {
+        let actor = ActorId::random();
+        let docs = (0..k)
+            .map(|i| {
+                let doc =
+                    proposal::new_proposal(actor.clone(), p * k + i, u, std::slice::from_ref(u))?;
+                let mut d = PhoneDoc::new(DocumentId::random(), doc);
+                d.ack_heads = d.doc.get_heads();
+                Ok(d)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        phones.push(Phone::new(
+            p,
+            u.clone(),
+            token(&cfg.jwt_secret, u, &["leader"]),
+            docs,
+        ));
+    }
+    let seeded = in_waves(&server, cfg, phones, Goal::Converge).await?;
+    if seeded.failures > 0 {
+        server.stop().await;
+        return Err(anyhow!(
+            "uploading the phones' own proposals failed for {}/{n} phones (first: {})",
+            seeded.failures,
+            seeded.first_failure.unwrap_or_default()
+        ));
+    }
+    // Let the server finish writing what the uploads left behind.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Offline edits by the same phones (which keep their sync states, as a real phone would).
+    let mut phones = seeded.phones;
+    let mut floor_work = Vec::with_capacity(n * k);
+    for phone in &mut phones {
+        let bases: Vec<(Automerge, Vec<ChangeHash>)> = phone
+            .docs
+            .iter()
+            .map(|d| (d.doc.clone(), d.doc.get_heads()))
+            .collect();
+        let u = phone.user.clone();
+        let mut edited = vec![false; k];
+        for e in 0..m {
+            let i = e % k;
+            proposal::edit(&mut phone.docs[i].doc, &u, e)?;
+            edited[i] = true;
+        }
+        for (i, (base, heads)) in bases.into_iter().enumerate() {
+            let d = &mut phone.docs[i];
+            let heads_now = d.doc.get_heads();
+            d.ack_heads = if edited[i] {
+                heads_now.clone()
+            } else {
+                Vec::new()
+            };
+            d.target_heads = Some(heads_now);
+            if edited[i] {
+                floor_work.push((base, d.doc.get_changes(&heads)));
+            }
+        }
+    }
+    changes_phase(target, cfg, server, phones, m, k, floor_work).await
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StormResult {
     pub target: String,
+    #[serde(default)]
+    pub run: usize,
     pub phones: usize,
     pub docs_per_phone: usize,
     pub pool: usize,
-    /// Seconds the first (seeding) sync of every phone took, in waves.
+    /// Seconds the first (seeding) sync of every phone took, in waves (each until quiet).
     pub initial_sync_secs: f64,
-    /// Seconds from reconnect until every phone's every document settled.
+    /// Seconds from reconnect until every document of every phone settled (see
+    /// [`Goal::Settle`]): the latest of the documents' settle instants, each the server's last
+    /// (equal-heads) message about it, or the phone's agreeing opening `sync` when the server
+    /// said nothing about it. Only counted once the phase went quiet with all of them settled.
     pub settle_secs: Option<f64>,
+    /// Seconds from reconnect until the phase went quiet: the last data frame on any connection
+    /// or the last 100 ms in which the server used ≥ 30% of a core, whichever came later (found
+    /// by waiting for a quiet window, which is not counted).
+    #[serde(default)]
+    pub quiet_secs: Option<f64>,
     pub phones_settled: usize,
-    /// Sync messages per document and direction during the storm (until the grace period ends).
+    /// Documents settled by an equal-heads reply, and by the server's silence.
+    #[serde(default)]
+    pub docs_answered: u64,
+    #[serde(default)]
+    pub docs_silent: u64,
+    /// Sync messages per document and direction during the storm (until it went quiet).
     pub msgs_per_doc_up: f64,
     pub msgs_per_doc_down: f64,
     pub bytes_per_doc: f64,
+    #[serde(default)]
+    pub bytes_per_doc_up: f64,
+    #[serde(default)]
+    pub bytes_per_doc_down: f64,
     pub server_peak_rss_mib: Option<f64>,
     pub server_cpu_secs: Option<f64>,
     pub client_cpu_secs: Option<f64>,
+    #[serde(default)]
+    pub fsync: Option<FsyncStats>,
     pub traffic: Traffic,
     pub note: Option<String>,
 }
@@ -370,8 +608,16 @@ pub async fn reconnect_storm(target: &Target, cfg: &Config) -> Result<StormResul
     );
     let d = d.min(pool);
     let creator = user("s", 0);
-    let admin = token(&cfg.jwt_secret, &creator, &["leader"]);
-    let server = ServerProc::start(target, &cfg.jwt_secret, &admin, &cfg.log_dir, "storm").await?;
+    let health = token(&cfg.jwt_secret, &creator, &["leader"]);
+    let admin = admin_token(&cfg.jwt_secret);
+    let server = ServerProc::start(
+        target,
+        &cfg.jwt_secret,
+        &health,
+        &cfg.log_dir,
+        &format!("storm{n}"),
+    )
+    .await?;
 
     let seeded: Vec<(DocumentId, Automerge)> = (0..pool)
         .map(|i| {
@@ -410,107 +656,79 @@ pub async fn reconnect_storm(target: &Target, cfg: &Config) -> Result<StormResul
     drop(seeded);
 
     // First sync, in waves: afterwards every phone and the server know each other's heads.
-    let t_initial = Instant::now();
-    let mut synced = Vec::with_capacity(n);
-    let mut initial_failures = 0usize;
-    let mut first_initial_failure = None;
-    let mut rest = phones.into_iter();
-    let initial_deadline = t_initial + cfg.timeout;
-    loop {
-        let wave: Vec<Phone> = rest.by_ref().take(cfg.seed_concurrency.max(1)).collect();
-        if wave.is_empty() {
-            break;
-        }
-        if Instant::now() >= initial_deadline {
-            initial_failures += wave.len() + rest.len();
-            first_initial_failure.get_or_insert_with(|| "not started: out of time".into());
-            break;
-        }
-        let count = wave.len();
-        let progress = Arc::new(Progress::default());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let t0 = Instant::now();
-        let handles: Vec<Handle> = wave
-            .into_iter()
-            .map(|p| spawn_session(p, &server, Goal::Settle, t0, &stop_rx, &progress))
-            .collect();
-        wait_all(&progress, count, initial_deadline).await;
-        let _ = stop_tx.send(true);
-        let (ps, stats) = join_all(handles).await?;
-        for s in &stats {
-            if s.done_at.is_none() {
-                initial_failures += 1;
-                if first_initial_failure.is_none() {
-                    first_initial_failure =
-                        Some(s.failure.clone().unwrap_or_else(|| "did not settle".into()));
-                }
-            }
-        }
-        synced.extend(ps);
-    }
-    let initial_sync_secs = secs(t_initial.elapsed());
-    if initial_failures > 0 {
+    let waves = in_waves(&server, cfg, phones, Goal::Settle).await?;
+    let initial_sync_secs = waves.secs;
+    if waves.failures > 0 {
         let mem = server.mem();
         server.stop().await;
         return Ok(StormResult {
             target: target.name(),
+            run: cfg.run,
             phones: n,
             docs_per_phone: d,
             pool,
             initial_sync_secs,
             settle_secs: None,
+            quiet_secs: None,
             phones_settled: 0,
+            docs_answered: 0,
+            docs_silent: 0,
             msgs_per_doc_up: f64::NAN,
             msgs_per_doc_down: f64::NAN,
             bytes_per_doc: f64::NAN,
+            bytes_per_doc_up: f64::NAN,
+            bytes_per_doc_down: f64::NAN,
             server_peak_rss_mib: mem.map(|m| mib(m.hwm_kib)),
             server_cpu_secs: None,
             client_cpu_secs: None,
+            fsync: None,
             traffic: Traffic::default(),
             note: Some(format!(
-                "the storm did not run: {initial_failures}/{n} phones did not finish their first \
+                "the storm did not run: {}/{n} phones did not finish their first \
                  sync within {:.0} s (first: {})",
+                waves.failures,
                 cfg.timeout.as_secs_f64(),
-                first_initial_failure.unwrap_or_default()
+                waves.first_failure.unwrap_or_default()
             )),
         });
     }
     // Let the server finish writing what the first sync left behind.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // The storm.
+    // The storm: all phones reconnect at once; the phase ends when every document settled and
+    // nothing has moved (no frame, no server CPU) for the quiet window.
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let fsync0 = fsync_snapshot(&server, &admin).await;
     let client_cpu0 = read_cpu_secs("self");
     let server_cpu0 = server.cpu_secs();
     let t0 = Instant::now();
-    let handles: Vec<Handle> = synced
+    let handles: Vec<Handle> = waves
+        .phones
         .into_iter()
         .map(|p| spawn_session(p, &server, Goal::Settle, t0, &stop_rx, &progress))
         .collect();
-    let finished = wait_all(&progress, n, t0 + cfg.timeout).await;
-    let waited = t0.elapsed();
-    // A grace period to count the messages that still trickle in after settling.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quiet = wait_settled_quiet(&progress, n, t0, t0 + cfg.timeout, cfg.quiet, &server).await;
     let _ = stop_tx.send(true);
     let client_cpu = read_cpu_secs("self").zip(client_cpu0).map(|(a, b)| a - b);
     let server_cpu = server.cpu_secs().zip(server_cpu0).map(|(a, b)| a - b);
     let mem = server.mem();
+    let fsync1 = fsync_snapshot(&server, &admin).await;
     let (_, stats) = join_all(handles).await?;
     server.stop().await;
 
-    let done: Vec<Duration> = stats.iter().filter_map(|s| s.done_at).collect();
-    let settle = (done.len() == n)
-        .then(|| done.iter().max().copied())
+    let settled: Vec<Duration> = stats.iter().filter_map(|s| s.settled_at).collect();
+    let settle = (quiet.finished && settled.len() == n)
+        .then(|| settled.iter().max().copied())
         .flatten();
     let t = traffic(&stats);
     let doc_count = (n * d) as f64;
     let mut notes = Vec::new();
-    if !finished || settle.is_none() {
+    if settle.is_none() {
         notes.push(format!(
             "did not settle in {:.0} s: {}/{n} phones settled, {} failed{}",
-            secs(waited),
-            done.len(),
+            secs(quiet.waited),
+            settled.len(),
             t.failures,
             t.first_failure
                 .as_ref()
@@ -520,18 +738,27 @@ pub async fn reconnect_storm(target: &Target, cfg: &Config) -> Result<StormResul
     }
     Ok(StormResult {
         target: target.name(),
+        run: cfg.run,
         phones: n,
         docs_per_phone: d,
         pool,
         initial_sync_secs,
         settle_secs: settle.map(secs),
-        phones_settled: done.len(),
+        // The last frame is stamped as it is handed to the socket, a settle instant just after:
+        // the phase cannot have gone quiet before its last document settled.
+        quiet_secs: settle.zip(quiet.quiet_at).map(|(s, q)| secs(s.max(q))),
+        phones_settled: settled.len(),
+        docs_answered: stats.iter().map(|s| s.docs_answered).sum(),
+        docs_silent: stats.iter().map(|s| s.docs_silent).sum(),
         msgs_per_doc_up: t.sync_out as f64 / doc_count,
         msgs_per_doc_down: t.sync_in as f64 / doc_count,
         bytes_per_doc: (t.bytes_in + t.bytes_out) as f64 / doc_count,
+        bytes_per_doc_up: t.bytes_out as f64 / doc_count,
+        bytes_per_doc_down: t.bytes_in as f64 / doc_count,
         server_peak_rss_mib: mem.map(|m| mib(m.hwm_kib)),
         server_cpu_secs: server_cpu,
         client_cpu_secs: client_cpu,
+        fsync: fsync_delta(fsync0, fsync1),
         traffic: t,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     })
@@ -540,6 +767,8 @@ pub async fn reconnect_storm(target: &Target, cfg: &Config) -> Result<StormResul
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdleResult {
     pub target: String,
+    #[serde(default)]
+    pub run: usize,
     pub connections: usize,
     pub connected: usize,
     pub baseline_rss_mib: Option<f64>,
@@ -554,8 +783,8 @@ pub struct IdleResult {
 pub async fn idle(target: &Target, cfg: &Config) -> Result<IdleResult> {
     let n = cfg.idle_conns;
     let creator = user("i", 0);
-    let admin = token(&cfg.jwt_secret, &creator, &["leader"]);
-    let server = ServerProc::start(target, &cfg.jwt_secret, &admin, &cfg.log_dir, "idle").await?;
+    let health = token(&cfg.jwt_secret, &creator, &["leader"]);
+    let server = ServerProc::start(target, &cfg.jwt_secret, &health, &cfg.log_dir, "idle").await?;
     let doc = proposal::new_proposal(
         ActorId::random(),
         0,
@@ -615,6 +844,7 @@ pub async fn idle(target: &Target, cfg: &Config) -> Result<IdleResult> {
         .map(|(b, i)| mib(i.rss_kib) - mib(b.rss_kib));
     Ok(IdleResult {
         target: target.name(),
+        run: cfg.run,
         connections: n,
         connected,
         baseline_rss_mib: baseline.map(|m| mib(m.rss_kib)),
