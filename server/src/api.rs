@@ -213,9 +213,9 @@ fn district_in_scope(user: &AuthUser, raw: &str) -> Result<Ubigeo, ApiError> {
 fn page_bounds(page: Option<usize>, per_page: Option<usize>) -> Result<(usize, usize), ApiError> {
     let page = page.unwrap_or(1);
     let per_page = per_page.unwrap_or(50);
-    if page == 0 || per_page == 0 || per_page > 500 {
+    if page == 0 || per_page == 0 || per_page > 500 || page > 1_000_000 {
         return Err(ApiError::BadRequest(
-            "page starts at 1 and perPage is 1..=500".into(),
+            "page is 1..=1000000 and perPage is 1..=500".into(),
         ));
     }
     Ok((page, per_page))
@@ -767,9 +767,12 @@ async fn events(Authenticated(user): Authenticated, state: web::Data<AppState>) 
     use tokio::sync::broadcast::error::RecvError;
     let rx = state.hub.subscribe();
     let shutdown = state.shutdown.clone();
+    // Like a sync connection, the stream ends when the token expires.
+    let expiry = tokio::time::Instant::now()
+        + std::time::Duration::from_secs(user.exp.saturating_sub(crate::auth::now_unix()));
     let stream = futures_util::stream::unfold(
         (rx, user, shutdown, true),
-        |(mut rx, user, shutdown, first)| async move {
+        move |(mut rx, user, shutdown, first)| async move {
             if first {
                 let hello = web::Bytes::from_static(b"retry: 3000\n: minka events\n\n");
                 return Some((
@@ -780,6 +783,7 @@ async fn events(Authenticated(user): Authenticated, state: web::Data<AppState>) 
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep_until(expiry) => return None,
                     r = tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv()) => r,
                 };
                 let chunk = match next {

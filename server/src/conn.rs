@@ -33,44 +33,35 @@ pub struct ConnConfig {
     pub storage_id: String,
 }
 
-/// Live connections by announced peer id. A peer id is not an identity: a second `join` with the
-/// same id replaces the first only when it comes from the same user (a phone reconnecting before
-/// its old socket timed out); anyone else is refused and the first connection is left alone.
+/// Live connections by user and announced peer id. A peer id is not an identity: a second `join`
+/// with the same id replaces the first only when it comes from the same user (a phone reconnecting
+/// before its old socket timed out). Another user's join with that id disturbs nobody — neither a
+/// hijack of the first connection nor a squat that would lock its owner out of reconnecting: the
+/// server routes by connection, so the two live side by side as who they are.
 #[derive(Default)]
 pub struct PeerRegistry {
-    peers: Mutex<HashMap<String, Claim>>,
+    peers: Mutex<HashMap<(UserId, String), Claim>>,
 }
 
-/// Who holds a peer id: the connection, its user, and the switch that ends it.
-type Claim = (u64, UserId, Arc<Killer>);
+/// Who holds a (user, peer id): the connection and the switch that ends it.
+type Claim = (u64, Arc<Killer>);
 
 impl PeerRegistry {
-    fn claim(
-        &self,
-        peer_id: &str,
-        conn_id: u64,
-        user: &UserId,
-        killer: Arc<Killer>,
-    ) -> Result<(), String> {
-        let mut peers = self.peers.lock().unwrap();
-        if let Some((old_conn, owner, old_killer)) = peers.get(peer_id) {
-            if owner != user {
-                return Err(format!(
-                    "peer id {peer_id:?} is in use by another user's connection; choose another peer id"
-                ));
-            }
-            if *old_conn != conn_id {
+    fn claim(&self, peer_id: &str, conn_id: u64, user: &UserId, killer: Arc<Killer>) {
+        let key = (user.clone(), peer_id.to_string());
+        let old = self.peers.lock().unwrap().insert(key, (conn_id, killer));
+        if let Some((old_conn, old_killer)) = old {
+            if old_conn != conn_id {
                 old_killer.kill("replaced by a new connection with the same peer id");
             }
         }
-        peers.insert(peer_id.to_string(), (conn_id, user.clone(), killer));
-        Ok(())
     }
 
-    fn release(&self, peer_id: &str, conn_id: u64) {
+    fn release(&self, user: &UserId, peer_id: &str, conn_id: u64) {
+        let key = (user.clone(), peer_id.to_string());
         let mut peers = self.peers.lock().unwrap();
-        if peers.get(peer_id).is_some_and(|(c, _, _)| *c == conn_id) {
-            peers.remove(peer_id);
+        if peers.get(&key).is_some_and(|(c, _)| *c == conn_id) {
+            peers.remove(&key);
         }
     }
 }
@@ -296,7 +287,8 @@ impl Connection {
 
     fn cleanup(&mut self) {
         if let Some(peer) = &self.peer {
-            self.registry.release(&peer.peer_id, self.id);
+            self.registry
+                .release(&self.user.user, &peer.peer_id, self.id);
         }
         self.hub.stop_waiting(self.id, &self.docs);
         for doc in self.docs.drain() {
@@ -336,14 +328,12 @@ impl Connection {
                     join.supported_protocol_versions
                 )));
             }
-            self.registry
-                .claim(
-                    &join.sender_id,
-                    self.id,
-                    &self.user.user,
-                    self.killer.clone(),
-                )
-                .map_err(End::bad_input)?;
+            self.registry.claim(
+                &join.sender_id,
+                self.id,
+                &self.user.user,
+                self.killer.clone(),
+            );
             let handle = PeerHandle::new(
                 self.id,
                 join.sender_id.clone(),

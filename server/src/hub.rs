@@ -456,8 +456,21 @@ impl Hub {
 
     /// Keeps a peer waiting on an absent document; false when its connection already waits on
     /// the most it may.
-    fn wait_for(&self, doc: DocumentId, peer: PeerState) -> bool {
+    fn wait_for(&self, doc: DocumentId, mut peer: PeerState) -> bool {
         let conn = peer.handle.conn_id;
+        // Keep only what is needed to send the document later: the peer's heads (few, unless it
+        // is hostile) and "has nothing we sent", not the bloom filters and needs it sent.
+        peer.state.their_have = Some(Vec::new());
+        peer.state.their_need = Some(Vec::new());
+        peer.state.sent_hashes.clear();
+        if peer
+            .state
+            .their_heads
+            .as_ref()
+            .is_some_and(|h| h.len() > 64)
+        {
+            peer.state.their_heads = Some(Vec::new());
+        }
         let mut w = self.0.waiting.lock().unwrap();
         let Waiting { by_doc, per_conn } = &mut *w;
         let count = per_conn.entry(conn).or_insert(0);
@@ -745,6 +758,13 @@ impl DocTask {
                 rx.close();
                 unloading = true;
             }
+            if unloading {
+                // This task no longer owns the document: a new task may already be serving it,
+                // so answering from this copy could be stale (e.g. park a waiter on a document
+                // that was just created). Hand the commands to whichever task owns it now.
+                self.forward(batch);
+                continue;
+            }
             if !self.handle_batch(batch).await {
                 break;
             }
@@ -756,6 +776,29 @@ impl DocTask {
             }
         }
         self.peers_gauge.store(0, Ordering::Relaxed);
+    }
+
+    /// Sends commands that reached this task after it stopped owning its document to the task
+    /// that owns it now (loading it again if needed), in order, from a spawned task.
+    fn forward(&self, batch: Vec<DocCmd>) {
+        let cmds: Vec<DocCmd> = batch
+            .into_iter()
+            .filter(|c| !matches!(c, DocCmd::Unload))
+            .collect();
+        if cmds.is_empty() {
+            return;
+        }
+        let (hub, id) = (self.hub.clone(), self.id);
+        self.hub.0.tracker.spawn_on(
+            async move {
+                for cmd in cmds {
+                    if hub.send(id, cmd).await.is_err() {
+                        break; // shutting down: nothing from these commands was acknowledged
+                    }
+                }
+            },
+            &self.hub.0.runtime,
+        );
     }
 
     fn may_read(&self, user: &AuthUser) -> bool {
@@ -864,6 +907,8 @@ impl DocTask {
                 DocCmd::Leave { conn_id } => {
                     self.peers.remove(&conn_id);
                     touched.remove(&conn_id);
+                    // A batch that raced the connection's close may have parked it as a waiter.
+                    self.hub.take_waiter(self.id, conn_id);
                 }
                 DocCmd::IndexAdd {
                     district,
@@ -932,6 +977,10 @@ impl DocTask {
                 }
             }
             if !self.persist(&heads).await {
+                if seal_replies.iter().any(|(_, r)| r.is_ok()) {
+                    // The sealed state was not stored: its record must not outlive it.
+                    let _ = self.hub.0.store.meta_delete(SEALS, self.id.as_bytes());
+                }
                 return false;
             }
             if let Some(header) = new_header {

@@ -767,17 +767,17 @@ pub fn district_summary(district: Ubigeo, year: u16, d: &District) -> DistrictSu
         zone_row(&mut zones, &p.zone);
         let row = zones.get_mut(&p.zone).expect("just added");
         if p.status != ProposalStatus::Withdrawn {
-            row.requested += p.estimated_cost;
+            row.requested = row.requested.saturating_add(p.estimated_cost);
             row.proposals += 1;
         }
         if p.status == ProposalStatus::Prioritized {
-            row.prioritized += p.estimated_cost;
+            row.prioritized = row.prioritized.saturating_add(p.estimated_cost);
         }
     }
     for row in zones.values_mut() {
         row.requested_text = format_soles(row.requested);
         row.prioritized_text = format_soles(row.prioritized);
-        row.remaining = row.ceiling.map(|c| c - row.prioritized);
+        row.remaining = row.ceiling.map(|c| c.saturating_sub(row.prioritized));
         row.remaining_text = row.remaining.map(format_soles);
         row.over_ceiling = row.ceiling.is_some_and(|c| row.prioritized > c);
     }

@@ -453,6 +453,8 @@
       }
       if (S.view && S.view.relevant(data || {})) scheduleRefresh();
     });
+    // The server dropped events for us (we lagged): refresh once.
+    es.addEventListener("resync", () => scheduleRefresh());
     es.onopen = () => {
       stopPolling();
       setLive("on");

@@ -192,7 +192,7 @@ test("a leader of another district who asked for an id before it was created nev
   })
 )
 
-test("a second user cannot take over a connected peer id; the same user's new connection replaces the old", { timeout: TEST_MS }, () =>
+test("another user's join with a connected peer id disturbs nobody; the same user's new connection replaces the old", { timeout: TEST_MS }, () =>
   withServer(async ({ connect }) => {
     const peerId = `peer-compartido-${randomBytes(6).toString("hex")}`
     // The original holder does not reconnect on its own once closed (the stock adapter would,
@@ -204,32 +204,30 @@ test("a second user cannot take over a connected peer id; the same user's new co
     await ana.acknowledged(a)
     const c = await within(carla.repo.find(a.url), "carla to find ana's proposal", STEP_MS)
 
-    // Another user joins with ana's peer id (stock retries included).
-    const beto = await connect("beto", { peerId, offline: true })
-    beto.goOnline()
-    const refused = () => errorMessages(beto).length > 0 || beto.adapter.closes > 0
-    await waitFor(
-      () => refused() || ana.adapter.closes > 0,
-      () => `beto's join with ana's peer id to be refused (beto errors ${JSON.stringify(errorMessages(beto))}, ` +
-        `beto socket closes ${beto.adapter.closes}, beto peers ${JSON.stringify(beto.repo.peers)})`,
-      STEP_MS
-    )
-    await sleep(1_500) // the stock adapter retries after 1 s: let a second attempt happen too
+    // Another user joins with ana's peer id: a peer id is not an identity, so neither ana is
+    // disconnected (a hijack) nor is beto refused (he could otherwise squat ana's id and lock
+    // her out of every reconnect): both connections live side by side as who they are.
+    const beto = await connect("beto", { peerId, reconnect: false })
+    await sleep(1_000)
     assert.equal(ana.adapter.closes, 0, "ana's connection was closed by another user's join with her peer id")
     assert.equal(ana.repo.peers.length, 1, "ana still has the server as a peer")
-    assert.ok(refused(), `beto was not refused (errors ${JSON.stringify(errorMessages(beto))}, closes ${beto.adapter.closes})`)
+    assert.equal(beto.adapter.closes, 0, "beto's own connection was closed")
+    assert.deepEqual(errorMessages(beto), [], "beto got an error for a peer id in use by someone else")
 
-    // Ana keeps syncing: her edit after beto's attempts reaches carla.
+    // Ana keeps syncing: her edit after beto's join reaches carla.
     appendText(a, "description", " Tramo 1.")
     await ana.acknowledged(a)
-    await waitFor(() => /Tramo 1\./.test(plain(c.doc()).description), "carla to see ana's edit after beto's attempt", STEP_MS)
+    await waitFor(() => /Tramo 1\./.test(plain(c.doc()).description), "carla to see ana's edit after beto's join", STEP_MS)
 
-    // Beto cannot sync: he cannot read ana's proposal, and what he writes reaches nobody.
-    await assert.rejects(within(beto.repo.find(a.url), "beto's find", STEP_MS), /unavailable/)
-    assert.equal(syncsReceived(beto, a.documentId), 0, "beto received ana's proposal")
+    // Beto writes as beto, not as ana: his own proposal syncs; an edit to ana's is rejected as his.
     const b = beto.repo.create(proposal("beto", { title: "Propuesta de beto" }))
-    await sleep(500)
-    await findUnavailable(carla, b.url)
+    await beto.acknowledged(b)
+    const cb = await within(carla.repo.find(b.url), "carla to find beto's proposal", STEP_MS)
+    assert.equal(plain(cb.doc()).createdBy, "beto")
+    const ab = await within(beto.repo.find(a.url), "beto to read ana's proposal (same district)", STEP_MS)
+    ab.change(d => { d.zone = "La Pascana" })
+    const err = await errorFor(beto, a.documentId)
+    assert.match(err, /author/i, `beto's edit of ana's proposal: ${err}`)
     await beto.close()
 
     // Ana's second phone, same peer id and same user: it replaces the first connection.

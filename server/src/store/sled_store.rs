@@ -116,17 +116,25 @@ impl SledStore {
         Ok(out)
     }
 
-    fn insert_parts(batch: &mut sled::Batch, prefix: &[u8], bytes: &[u8]) {
+    fn insert_parts(batch: &mut sled::Batch, prefix: &[u8], bytes: &[u8]) -> StoreResult<()> {
         let parts: Vec<&[u8]> = if bytes.is_empty() {
             vec![&[][..]]
         } else {
             bytes.chunks(PART_BYTES).collect()
         };
+        if parts.len() > usize::from(u16::MAX) + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "a value of {} bytes is over the {} bytes one entry may hold",
+                bytes.len(),
+                (usize::from(u16::MAX) + 1) * PART_BYTES
+            )));
+        }
         for (i, part) in parts.into_iter().enumerate() {
             let mut k = prefix.to_vec();
             k.extend_from_slice(&(i as u16).to_be_bytes());
             batch.insert(k, part);
         }
+        Ok(())
     }
 
     fn remove_parts(&self, batch: &mut sled::Batch, prefix: &[u8]) -> StoreResult<()> {
@@ -160,7 +168,7 @@ impl DocStore for SledStore {
     fn append(&self, doc: &DocumentId, bytes: &[u8]) -> StoreResult<ChunkKey> {
         let key = ChunkKey::of(ChunkKind::Incremental, bytes);
         let mut batch = sled::Batch::default();
-        Self::insert_parts(&mut batch, &chunk_prefix(doc, &key), bytes);
+        Self::insert_parts(&mut batch, &chunk_prefix(doc, &key), bytes)?;
         self.chunks.apply_batch(batch)?;
         Ok(key)
     }
@@ -214,7 +222,7 @@ impl DocStore for SledStore {
         for old in replaced.iter().filter(|k| **k != key) {
             self.remove_parts(&mut batch, &chunk_prefix(doc, old))?;
         }
-        Self::insert_parts(&mut batch, &chunk_prefix(doc, &key), snapshot);
+        Self::insert_parts(&mut batch, &chunk_prefix(doc, &key), snapshot)?;
         // One atomic batch: the snapshot and the removal of what it replaces land together.
         self.chunks.apply_batch(batch)?;
         Ok(key)
@@ -254,12 +262,21 @@ impl DocStore for SledStore {
     }
 
     fn meta_put(&self, tree: &str, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        // Parts of an earlier value under this key would be read back with the new ones.
+        if self
+            .db
+            .open_tree(tree)?
+            .get(key)?
+            .is_some_and(|old| old.starts_with(META_PARTS_MARK))
+        {
+            self.meta_delete(tree, key)?;
+        }
         let head = if value.len() <= META_INLINE {
             value.to_vec()
         } else {
             // Parts first, the head last: a reader never sees a head without its parts.
             let mut batch = sled::Batch::default();
-            Self::insert_parts(&mut batch, key, value);
+            Self::insert_parts(&mut batch, key, value)?;
             self.db
                 .open_tree(Self::parts_tree(tree))?
                 .apply_batch(batch)?;
@@ -344,6 +361,12 @@ mod tests {
             assert_eq!(&s.meta_get("quarantine", &key).unwrap().unwrap(), value);
         }
         assert_eq!(s.meta_scan("quarantine", b"").unwrap().len(), 12);
+        // Overwriting a split value with a shorter one leaves no stale parts behind.
+        s.meta_put("quarantine", &[1; 48], &[7; 5_000]).unwrap();
+        assert_eq!(
+            s.meta_get("quarantine", &[1; 48]).unwrap().unwrap(),
+            vec![7; 5_000]
+        );
         s.meta_delete("quarantine", &[0; 48]).unwrap();
         assert_eq!(s.meta_get("quarantine", &[0; 48]).unwrap(), None);
         assert_eq!(s.meta_scan("quarantine", b"").unwrap().len(), 11);
