@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use automerge::Automerge;
-use crdt_core::schema::{AnyDocument, BudgetContext, DocType, Index, Process, Proposal};
+use crdt_core::schema::{AnyDocument, BudgetContext, DocType, Index};
 use crdt_core::{DistrictScope, DocumentId, Role, Ubigeo};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -155,7 +155,10 @@ fn user_lookup(
         Gate::actor_user(store, actor)
             .ok()
             .flatten()
-            .map(|(u, name)| review::user_ref(u, name))
+            .map(|(u, name)| UserRef {
+                id: u.to_string(),
+                name,
+            })
     }
 }
 
@@ -175,6 +178,25 @@ fn load_readable(
         return Err(not_found());
     }
     Ok((doc, any))
+}
+
+/// Answers with what `f` makes of a document the caller may read (loaded from the store on a
+/// blocking thread, answered once durable): the shared shape of every `/docs/{id}/…` read.
+async fn read_doc<T: Serialize + Send + 'static>(
+    state: &AppState,
+    user: AuthUser,
+    raw_id: &str,
+    f: impl FnOnce(&dyn DocStore, DocumentId, Automerge, AnyDocument) -> Result<T, ApiError>
+        + Send
+        + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(raw_id)?;
+    let out = read_durable(state, move |store| {
+        let (doc, any) = load_readable(store, &user, id)?;
+        f(store, id, doc, any)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(out))
 }
 
 /// The districts a request covers: the token's own, or for `*` the one asked for (all if none).
@@ -273,23 +295,16 @@ async fn list_docs(
     let out = read_durable(&state, move |store| {
         let mut items = Vec::new();
         for d in districts {
-            let created: std::collections::HashMap<DocumentId, i64> =
-                match review::load(store, &DocumentId::index_for(d, year)).map_err(internal)? {
-                    Some(index) => Index::read(&index)
-                        .map(|i| {
-                            i.docs
-                                .into_iter()
-                                .map(|(id, e)| (id, e.created_at))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    None => continue,
-                };
-            let loaded = review::load_district(store, d, year).map_err(internal)?;
+            let Some(index) = review::load_index(store, d, year).map_err(internal)? else {
+                continue;
+            };
+            let loaded = review::load_listed(store, &index).map_err(internal)?;
             let ctx = review::budget_context(&loaded);
             let needle = q.q.as_deref().map(review::fold);
             for (id, doc) in &loaded {
-                let Some(s) = review::summarize(*id, doc, &ctx, created.get(id).copied()) else {
+                let Some(s) =
+                    review::summarize(*id, doc, &ctx, index.docs.get(id).map(|e| e.created_at))
+                else {
                     continue;
                 };
                 let keep = q.doc_type.as_deref().is_none_or(|t| s.doc_type == t)
@@ -376,9 +391,7 @@ async fn get_doc(
     path: web::Path<IdPath>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path.id)?;
-    let detail = read_durable(&state, move |store| {
-        let (doc, any) = load_readable(store, &user, id)?;
+    read_doc(&state, user, &path.id, move |store, id, doc, any| {
         let header = any.header().clone();
         // Warnings that need the district (ceilings, zones) use its documents.
         let loaded =
@@ -427,8 +440,7 @@ async fn get_doc(
             seal,
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(detail))
+    .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -446,18 +458,15 @@ async fn doc_history(
     path: web::Path<IdPath>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path.id)?;
     let server_actor = state.hub.server_actor().to_hex_string();
-    let view = read_durable(&state, move |store| {
-        let (doc, _) = load_readable(store, &user, id)?;
+    read_doc(&state, user, &path.id, move |store, id, doc, _| {
         let changes = review::history_view(&doc, &user_lookup(store, server_actor));
         Ok(HistoryView {
             id: id.to_string(),
             changes,
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(view))
+    .await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -484,10 +493,8 @@ async fn doc_at(
     query: web::Query<AtQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path.id)?;
     let raw = query.into_inner().heads;
-    let view = read_durable(&state, move |store| {
-        let (doc, _) = load_readable(store, &user, id)?;
+    read_doc(&state, user, &path.id, move |_, id, doc, _| {
         let heads = review::parse_heads(&doc, &raw).map_err(ApiError::BadRequest)?;
         Ok(VersionView {
             id: id.to_string(),
@@ -495,8 +502,7 @@ async fn doc_at(
             state: crdt_core::schema::to_json_at(&doc, &heads),
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(view))
+    .await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -525,10 +531,8 @@ async fn doc_diff(
     query: web::Query<DiffQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path.id)?;
     let q = query.into_inner();
-    let view = read_durable(&state, move |store| {
-        let (doc, _) = load_readable(store, &user, id)?;
+    read_doc(&state, user, &path.id, move |_, id, doc, _| {
         let from = review::parse_heads(&doc, &q.from).map_err(ApiError::BadRequest)?;
         let to = match &q.to {
             Some(raw) => review::parse_heads(&doc, raw).map_err(ApiError::BadRequest)?,
@@ -541,8 +545,7 @@ async fn doc_diff(
             changes: review::diff(&doc, &from, &to),
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(view))
+    .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -559,17 +562,14 @@ async fn doc_conflicts(
     path: web::Path<IdPath>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path.id)?;
     let server_actor = state.hub.server_actor().to_hex_string();
-    let view = read_durable(&state, move |store| {
-        let (doc, _) = load_readable(store, &user, id)?;
+    read_doc(&state, user, &path.id, move |store, id, doc, _| {
         Ok(ConflictsView {
             id: id.to_string(),
             conflicts: review::conflicts(&doc, &user_lookup(store, server_actor)),
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(view))
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -826,27 +826,14 @@ async fn budget_context(hub: &Hub, district: Ubigeo, year: u16) -> Result<Budget
     let Ok(index) = Index::read(&index_doc) else {
         return Ok(BudgetContext::default());
     };
-    let mut process = None;
-    let mut proposals = Vec::new();
+    // The live copies (sealing writes through the hub), classified as the read models do.
+    let mut docs = Vec::new();
     for (id, entry) in &index.docs {
-        match entry.doc_type {
-            DocType::Process => {
-                let doc = hub.snapshot(*id).await.map_err(stopped)?;
-                process = Process::read(&doc).ok().or(process);
-            }
-            DocType::Proposal => {
-                let doc = hub.snapshot(*id).await.map_err(stopped)?;
-                if let Ok(p) = Proposal::read(&doc) {
-                    proposals.push((*id, p));
-                }
-            }
-            _ => {}
+        if matches!(entry.doc_type, DocType::Process | DocType::Proposal) {
+            docs.push((*id, hub.snapshot(*id).await.map_err(stopped)?));
         }
     }
-    Ok(BudgetContext::new(
-        process,
-        proposals.iter().map(|(id, p)| (*id, p)),
-    ))
+    Ok(review::budget_context(&docs))
 }
 
 /// `POST /api/v1/docs/{id}/seal`: seals an acta in `signing` with a majority of voting attendees

@@ -136,6 +136,15 @@ impl PeerHandle {
         }
     }
 
+    /// Sends `doc-unavailable` for a document.
+    pub fn send_unavailable(&self, from: &str, doc: &DocumentId) {
+        self.send(&Message::DocUnavailable(DocUnavailableMessage {
+            sender_id: from.to_string(),
+            target_id: self.peer_id.clone(),
+            document_id: doc.to_string(),
+        }));
+    }
+
     /// Sends an `error` message naming the document.
     pub fn send_error(&self, from: &str, text: String) {
         self.send(&Message::Error(ErrorMessage {
@@ -1061,12 +1070,7 @@ impl DocTask {
                 continue;
             };
             if empty && requested.contains(&conn) {
-                p.handle
-                    .send(&Message::DocUnavailable(DocUnavailableMessage {
-                        sender_id: server_id.clone(),
-                        target_id: p.handle.peer_id.clone(),
-                        document_id: self.id.to_string(),
-                    }));
+                p.handle.send_unavailable(&server_id, &self.id);
                 continue;
             }
             let agrees = p.state.their_heads.as_deref() == Some(&heads[..])
@@ -1285,11 +1289,7 @@ impl DocTask {
     }
 
     fn unavailable(&self, peer: &PeerHandle) {
-        peer.send(&Message::DocUnavailable(DocUnavailableMessage {
-            sender_id: self.server_id().to_string(),
-            target_id: peer.peer_id.clone(),
-            document_id: self.id.to_string(),
-        }));
+        peer.send_unavailable(self.server_id(), &self.id);
     }
 
     /// Adds `doc` to this index document, creating the index if it is absent. Refuses (false) when

@@ -13,7 +13,7 @@ use crdt_core::schema::{
     format_soles, object_to_json, scalar_to_json, to_json, to_json_at, warnings, Acta, AnyDocument,
     BudgetContext, DocType, Index, Process, Proposal, ProposalStatus, Warning,
 };
-use crdt_core::{DocumentId, Ubigeo, UserId};
+use crdt_core::{DocumentId, Ubigeo};
 use serde::Serialize;
 use serde_json::Value as Json;
 use utoipa::ToSchema;
@@ -29,18 +29,28 @@ pub fn load(store: &dyn DocStore, id: &DocumentId) -> StoreResult<Option<Automer
     assemble(id, &chunks).map(Some)
 }
 
-/// Every document a district's index lists for a year, loaded from the store, with the index.
+/// A district's index for a year, if the store has a readable one.
+pub fn load_index(store: &dyn DocStore, district: Ubigeo, year: u16) -> StoreResult<Option<Index>> {
+    Ok(load(store, &DocumentId::index_for(district, year))?.and_then(|d| Index::read(&d).ok()))
+}
+
+/// Every document a district's index lists for a year, loaded from the store.
 pub fn load_district(
     store: &dyn DocStore,
     district: Ubigeo,
     year: u16,
 ) -> StoreResult<Vec<(DocumentId, Automerge)>> {
-    let Some(index) = load(store, &DocumentId::index_for(district, year))? else {
-        return Ok(Vec::new());
-    };
-    let Ok(index) = Index::read(&index) else {
-        return Ok(Vec::new());
-    };
+    match load_index(store, district, year)? {
+        Some(index) => load_listed(store, &index),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Every document an index lists, loaded from the store.
+pub fn load_listed(
+    store: &dyn DocStore,
+    index: &Index,
+) -> StoreResult<Vec<(DocumentId, Automerge)>> {
     let mut out = Vec::with_capacity(index.docs.len());
     for id in index.docs.keys() {
         if let Some(doc) = load(store, id)? {
@@ -925,14 +935,6 @@ pub fn export_json(district: Ubigeo, year: u16, loaded: &[(DocumentId, Automerge
     })
 }
 
-/// A user id and name from an actor binding (`None` for unbound actors, e.g. the server's).
-pub fn user_ref(user: UserId, name: Option<String>) -> UserRef {
-    UserRef {
-        id: user.to_string(),
-        name,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -950,7 +952,7 @@ mod tests {
             beneficiaries: 10,
             estimated_cost: 42_000_000,
             cofinancing: 0,
-            created_by: UserId::new("ana").unwrap(),
+            created_by: crdt_core::UserId::new("ana").unwrap(),
             coauthors: vec![],
         }
         .create(Some(ActorId::random()), 1_790_000_000)
