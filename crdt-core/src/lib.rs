@@ -4,6 +4,7 @@
 //! Nothing here does network, disk or threads: the server and the client SDK feed it bytes and
 //! documents and execute what it decides, so both share one definition of ids, schema and wire.
 
+pub mod engine;
 pub mod history;
 pub mod ids;
 pub mod permissions;
