@@ -8,5 +8,4 @@ pub mod proposal;
 pub mod report;
 pub mod server;
 pub mod stock;
-pub mod wire;
 pub mod workloads;

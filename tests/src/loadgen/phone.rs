@@ -1,6 +1,7 @@
-//! A simulated phone: a set of automerge documents with their sync states, and one WebSocket
-//! session at a time that speaks automerge-repo v1 to the server until a goal is reached and
-//! the workload says stop.
+//! A simulated phone: a set of automerge documents, a [`ClientEngine`] holding their sync states,
+//! and one WebSocket session at a time that speaks automerge-repo v1 to the server until a goal is
+//! reached and the workload says stop. The engine builds every frame the phone sends; this module
+//! moves frames, keeps the statistics and decides when a goal is reached.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -8,21 +9,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash};
+use automerge::{sync, Automerge, ChangeHash};
+use crdt_core::engine::{ClientEngine, Documents, Output};
+use crdt_core::wire::{Message, PeerMetadata};
 use crdt_core::DocumentId;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{watch, Notify};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::wire::Msg;
-
 /// One document on a phone.
 pub struct PhoneDoc {
     pub id: DocumentId,
-    id_str: String,
     pub doc: Automerge,
-    pub state: sync::State,
     /// The phone's own heads that the server must acknowledge; empty when nothing to acknowledge.
     pub ack_heads: Vec<ChangeHash>,
     /// The heads (sorted) this document must reach to count as converged.
@@ -37,7 +35,7 @@ pub struct PhoneDoc {
     settled_at: Option<Duration>,
     /// The phone's opening `sync` showed agreement with the server: its heads equal the heads the
     /// server is known to hold (`target_heads` when the harness knows them, else the shared heads
-    /// of the persisted sync state).
+    /// of the sync state the engine kept from the last session).
     agreed: bool,
     /// When the opening `sync` went out (or the session started, if there was none).
     opened_at: Option<Duration>,
@@ -47,9 +45,7 @@ impl PhoneDoc {
     pub fn new(id: DocumentId, doc: Automerge) -> Self {
         Self {
             id,
-            id_str: id.to_string(),
             doc,
-            state: sync::State::new(),
             ack_heads: Vec::new(),
             target_heads: None,
             acked: false,
@@ -84,40 +80,66 @@ impl PhoneDoc {
     }
 }
 
-/// A phone: a user with a token, a peer id, a storage id and its documents.
+/// A phone: a user with a token, its documents, and the protocol engine (peer id, storage id,
+/// one sync state per document) that lives as long as the phone, across sessions.
 pub struct Phone {
     pub idx: usize,
     pub user: String,
-    pub peer_id: String,
-    pub storage_id: String,
     pub token: String,
     pub docs: Vec<PhoneDoc>,
-    by_id: HashMap<String, usize>,
-    /// The storage id of the server this phone last synced with: automerge-repo keeps sync
-    /// states across reconnects only for a server that announced one.
-    server_storage_id: Option<String>,
+    by_id: HashMap<DocumentId, usize>,
+    /// Keeps the sync states across reconnects as automerge-repo does: only their persisted part,
+    /// and only with a server that announces the same storage id.
+    engine: ClientEngine,
     /// Keep a transcript of every frame in the session's stats.
     pub record: bool,
 }
 
 impl Phone {
     pub fn new(idx: usize, user: String, token: String, docs: Vec<PhoneDoc>) -> Self {
+        let mut engine = ClientEngine::new(
+            format!("phone-{idx}-{:08x}", rand::random::<u32>()),
+            Some(format!("{:032x}", rand::random::<u128>())),
+        );
         let by_id = docs
             .iter()
             .enumerate()
-            .map(|(i, d)| (d.id_str.clone(), i))
+            .map(|(i, d)| {
+                engine.track(d.id);
+                (d.id, i)
+            })
             .collect();
         Self {
             idx,
-            peer_id: format!("phone-{idx}-{:08x}", rand::random::<u32>()),
-            storage_id: format!("{:032x}", rand::random::<u128>()),
             user,
             token,
             docs,
             by_id,
-            server_storage_id: None,
+            engine,
             record: false,
         }
+    }
+
+    /// Hands `frame` to the engine, with the phone's documents.
+    fn handle_frame(&mut self, frame: &[u8]) -> Result<Vec<Output>> {
+        let mut docs = PhoneDocs {
+            docs: &mut self.docs,
+            by_id: &self.by_id,
+        };
+        Ok(self.engine.handle_frame(frame, &mut docs)?)
+    }
+}
+
+/// The phone's documents as the engine looks them up.
+struct PhoneDocs<'a> {
+    docs: &'a mut [PhoneDoc],
+    by_id: &'a HashMap<DocumentId, usize>,
+}
+
+impl Documents for PhoneDocs<'_> {
+    fn get_mut(&mut self, id: &DocumentId) -> Option<&mut Automerge> {
+        let i = *self.by_id.get(id)?;
+        Some(&mut self.docs[i].doc)
     }
 }
 
@@ -219,35 +241,62 @@ fn tracing() -> bool {
 
 /// A one-line description of a frame, for traces and the protocol probe.
 pub fn summarize(frame: &[u8]) -> String {
-    match Msg::decode(frame) {
-        Ok(Msg::Sync {
-            document_id, data, ..
-        })
-        | Ok(Msg::Request {
-            document_id, data, ..
-        }) => {
-            let kind = if matches!(Msg::decode(frame), Ok(Msg::Request { .. })) {
-                "request"
-            } else {
-                "sync"
-            };
-            match sync::Message::decode(&data) {
-                Ok(m) => format!(
-                    "{kind} {document_id}: heads {:?} need {} have {} changes {} ({} bytes)",
-                    m.heads
-                        .iter()
-                        .map(|h| h.to_string()[..8].to_string())
-                        .collect::<Vec<_>>(),
-                    m.need.len(),
-                    m.have.len(),
-                    m.changes.len(),
-                    frame.len()
-                ),
-                Err(e) => format!("{kind} {document_id}: undecodable sync data: {e}"),
-            }
+    let msg = match Message::decode(frame) {
+        Ok(m) => m,
+        Err(e) => return format!("undecodable frame ({} bytes): {e}", frame.len()),
+    };
+    let (document_id, data) = match &msg {
+        Message::Sync(m) => (&m.document_id, &m.data),
+        Message::Request(m) => (&m.document_id, &m.data),
+        other => return format!("{} ({} bytes)", describe(other), frame.len()),
+    };
+    let kind = msg.type_name();
+    match sync::Message::decode(data) {
+        Ok(m) => format!(
+            "{kind} {document_id}: heads {:?} need {} have {} changes {} ({} bytes)",
+            m.heads
+                .iter()
+                .map(|h| h.to_string()[..8].to_string())
+                .collect::<Vec<_>>(),
+            m.need.len(),
+            m.have.len(),
+            m.changes.len(),
+            frame.len()
+        ),
+        Err(e) => format!("{kind} {document_id}: undecodable sync data: {e}"),
+    }
+}
+
+/// A message other than `sync` and `request`, in the transcripts' established wording.
+fn describe(msg: &Message) -> String {
+    fn meta<'m>(
+        a: &'m Option<PeerMetadata>,
+        b: &'m Option<PeerMetadata>,
+    ) -> Option<&'m PeerMetadata> {
+        a.as_ref().or(b.as_ref())
+    }
+    match msg {
+        Message::Join(j) => {
+            let m = meta(&j.peer_metadata, &j.metadata);
+            format!(
+                "Join {{ sender_id: {:?}, storage_id: {:?}, is_ephemeral: {} }}",
+                j.sender_id,
+                m.and_then(PeerMetadata::storage_id),
+                m.and_then(PeerMetadata::is_ephemeral).unwrap_or(false)
+            )
         }
-        Ok(other) => format!("{other:?} ({} bytes)", frame.len()),
-        Err(e) => format!("undecodable frame ({} bytes): {e}", frame.len()),
+        Message::Peer(p) => format!(
+            "Peer {{ sender_id: {:?}, target_id: {:?}, storage_id: {:?} }}",
+            p.sender_id,
+            p.target_id,
+            meta(&p.peer_metadata, &p.metadata).and_then(PeerMetadata::storage_id)
+        ),
+        Message::DocUnavailable(d) => format!(
+            "DocUnavailable {{ sender_id: {:?}, target_id: {:?}, document_id: {:?} }}",
+            d.sender_id, d.target_id, d.document_id
+        ),
+        Message::Error(e) => format!("Error {{ message: {:?} }}", e.message),
+        other => format!("Other({:?})", other.type_name()),
     }
 }
 
@@ -291,34 +340,30 @@ fn covers(doc: &Automerge, their_heads: &[ChangeHash], own: &[ChangeHash]) -> bo
 
 struct Session<'a> {
     phone: &'a mut Phone,
-    server_peer: String,
     goal: Goal,
     t0: Instant,
+    /// When the session started (the transcript's clock).
+    started: Instant,
     stats: SessionStats,
     /// With [`Goal::Settle`]: counted in `Progress::settled` right now.
     settled_now: bool,
 }
 
 impl Session<'_> {
-    fn sync_frame(&self, i: usize, msg: sync::Message, request: bool) -> Vec<u8> {
-        let d = &self.phone.docs[i];
-        let data = msg.encode();
-        let m = if request {
-            Msg::Request {
-                sender_id: self.phone.peer_id.clone(),
-                target_id: self.server_peer.clone(),
-                document_id: d.id_str.clone(),
-                data,
+    /// Counts (and traces and records) a frame about to go out: a sync message (`request` or
+    /// `sync`, `after_done` when the goal was already reached) or a `doc-unavailable`.
+    fn outgoing(&mut self, progress: &Progress, frame: &[u8], sync: bool, after_done: bool) {
+        trace(self.phone.idx, "->", frame);
+        self.stats.record(self.started, "->", frame);
+        self.stats.frames_out += 1;
+        if sync {
+            self.stats.sync_out += 1;
+            if after_done {
+                self.stats.sync_out_after_done += 1;
             }
-        } else {
-            Msg::Sync {
-                sender_id: self.phone.peer_id.clone(),
-                target_id: self.server_peer.clone(),
-                document_id: d.id_str.clone(),
-                data,
-            }
-        };
-        m.encode()
+        }
+        self.stats.bytes_out += frame.len() as u64;
+        progress.frame();
     }
 
     /// Re-evaluates one document's flags after a message from the server.
@@ -364,23 +409,16 @@ impl Session<'_> {
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Connects to the server with a `join`, waits for `peer`.
-async fn handshake(
-    phone: &Phone,
-    url: &str,
-) -> Result<(WsStream, String, Option<String>, Vec<u8>, Vec<u8>)> {
+/// Connects to the server with the engine's `join`, waits for `peer` and hands it to the engine.
+/// Returns the two frames.
+async fn handshake(phone: &mut Phone, url: &str) -> Result<(WsStream, Vec<u8>, Vec<u8>)> {
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(60),
         tokio_tungstenite::connect_async(url),
     )
     .await
     .map_err(|_| anyhow!("WebSocket connect timed out"))??;
-    let join = Msg::Join {
-        sender_id: phone.peer_id.clone(),
-        storage_id: Some(phone.storage_id.clone()),
-        is_ephemeral: false,
-    }
-    .encode();
+    let join = phone.engine.join();
     ws.send(WsMessage::Binary(join.clone())).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -388,16 +426,13 @@ async fn handshake(
             .await
             .map_err(|_| anyhow!("no `peer` answer to `join` within 60 s"))?;
         match frame {
-            Some(Ok(WsMessage::Binary(b))) => match Msg::decode(&b)? {
-                Msg::Peer {
-                    sender_id,
-                    storage_id,
-                    ..
-                } => {
+            Some(Ok(WsMessage::Binary(b))) => match decode(&b)? {
+                Message::Peer(_) => {
                     trace(phone.idx, "<-", &b);
-                    return Ok((ws, sender_id, storage_id, join, b));
+                    phone.handle_frame(&b)?;
+                    return Ok((ws, join, b));
                 }
-                Msg::Error { message, .. } => bail!("server error on join: {message}"),
+                Message::Error(e) => bail!("server error on join: {}", e.message),
                 _ => {}
             },
             Some(Ok(WsMessage::Close(c))) => bail!("server closed during handshake: {c:?}"),
@@ -406,6 +441,10 @@ async fn handshake(
             None => bail!("server closed during handshake"),
         }
     }
+}
+
+fn decode(frame: &[u8]) -> Result<Message> {
+    Message::decode(frame).map_err(|e| anyhow!("undecodable frame: {e}"))
 }
 
 /// One session: connect, announce every document, exchange sync messages until `stop` fires.
@@ -423,7 +462,7 @@ pub async fn run_session(
         ..SessionStats::default()
     };
     let started = Instant::now();
-    let (ws, server_peer, server_storage, join, peer) = match handshake(phone, url).await {
+    let (ws, join, peer) = match handshake(phone, url).await {
         Ok(x) => x,
         Err(e) => {
             stats.failure = Some(format!("{e:#}"));
@@ -439,15 +478,9 @@ pub async fn run_session(
     stats.bytes_in = peer.len() as u64;
     stats.record(started, "->", &join);
     stats.record(started, "<-", &peer);
-    // Sync states persist across sessions only with the same server storage id, and only their
-    // persisted part (shared heads) survives, as in automerge-repo.
-    let keep = server_storage.is_some() && server_storage == phone.server_storage_id;
+    // The engine kept the sync states' persisted part (shared heads) if the server announced the
+    // storage id of the last session, and started afresh otherwise.
     for d in &mut phone.docs {
-        d.state = if keep {
-            sync::State::decode(&d.state.encode()).unwrap_or_else(|_| sync::State::new())
-        } else {
-            sync::State::new()
-        };
         let ours = d.doc.get_heads();
         d.acked = false;
         d.converged = d.target_heads.as_ref() == Some(&ours);
@@ -458,23 +491,22 @@ pub async fn run_session(
         let known = match &d.target_heads {
             Some(t) => Some(t.clone()),
             None => {
-                let mut shared = d.state.shared_heads.clone();
+                let mut shared = phone.engine.server_heads(&d.id);
                 shared.sort_unstable();
                 (!shared.is_empty()).then_some(shared)
             }
         };
         d.agreed = !ours.is_empty() && known.as_ref() == Some(&ours);
     }
-    phone.server_storage_id = server_storage;
     let mut s = Session {
         phone,
-        server_peer,
         goal,
         t0,
+        started,
         stats,
         settled_now: false,
     };
-    let result = session_loop(&mut s, ws, &mut stop, &progress, started).await;
+    let result = session_loop(&mut s, ws, &mut stop, &progress).await;
     if let Err(e) = result {
         if s.stats.done_at.is_none() || goal == Goal::Settle {
             s.stats.failure = Some(format!("{e:#}"));
@@ -500,21 +532,13 @@ async fn session_loop(
     ws: WsStream,
     stop: &mut watch::Receiver<bool>,
     progress: &Progress,
-    started: Instant,
 ) -> Result<()> {
     let (mut sink, mut stream) = ws.split();
     // Announce every document: `request` for one we do not have, `sync` otherwise.
     for i in 0..s.phone.docs.len() {
-        let d = &mut s.phone.docs[i];
-        let request = d.doc.get_heads().is_empty();
-        if let Some(msg) = d.doc.generate_sync_message(&mut d.state) {
-            let frame = s.sync_frame(i, msg, request);
-            trace(s.phone.idx, "->", &frame);
-            s.stats.record(started, "->", &frame);
-            s.stats.frames_out += 1;
-            s.stats.sync_out += 1;
-            s.stats.bytes_out += frame.len() as u64;
-            progress.frame();
+        let d = &s.phone.docs[i];
+        if let Some(frame) = s.phone.engine.announce(d.id, &d.doc) {
+            s.outgoing(progress, &frame, true, false);
             sink.feed(WsMessage::Binary(frame)).await?;
         }
     }
@@ -565,78 +589,55 @@ async fn session_loop(
         };
         progress.frame();
         trace(s.phone.idx, "<-", &bytes);
-        s.stats.record(started, "<-", &bytes);
+        s.stats.record(s.started, "<-", &bytes);
         s.stats.frames_in += 1;
         s.stats.bytes_in += bytes.len() as u64;
-        let msg = Msg::decode(&bytes)?;
-        let (doc_id, data) = match msg {
-            Msg::Sync {
-                document_id, data, ..
-            }
-            | Msg::Request {
-                document_id, data, ..
-            } => (document_id, data),
-            Msg::DocUnavailable { document_id, .. } => {
+        let doc_id = match decode(&bytes)? {
+            Message::Sync(m) => m.document_id,
+            Message::Request(m) => m.document_id,
+            Message::DocUnavailable(m) => {
                 s.stats.doc_unavailable += 1;
                 if s.stats.errors.len() < 5 {
                     s.stats
                         .errors
-                        .push(format!("doc-unavailable for {document_id}"));
+                        .push(format!("doc-unavailable for {}", m.document_id));
                 }
                 continue;
             }
-            Msg::Error { message } => {
+            Message::Error(e) => {
                 if s.stats.errors.len() < 5 {
-                    s.stats.errors.push(format!("error: {message}"));
+                    s.stats.errors.push(format!("error: {}", e.message));
                 }
                 continue;
             }
             _ => continue,
         };
-        let Some(&i) = s.phone.by_id.get(&doc_id) else {
-            // A document we do not hold: say so, as automerge-repo does.
-            let frame = Msg::DocUnavailable {
-                sender_id: s.phone.peer_id.clone(),
-                target_id: s.server_peer.clone(),
-                document_id: doc_id,
-            }
-            .encode();
-            s.stats.record(started, "->", &frame);
-            s.stats.frames_out += 1;
-            s.stats.bytes_out += frame.len() as u64;
-            progress.frame();
-            sink.send(WsMessage::Binary(frame)).await?;
-            continue;
-        };
-        s.stats.sync_in += 1;
-        if reported_done {
-            s.stats.sync_in_after_done += 1;
-        }
-        let msg = sync::Message::decode(&data)
-            .map_err(|e| anyhow!("bad automerge sync message for {doc_id}: {e}"))?;
-        let their_heads = msg.heads.clone();
-        {
-            let d = &mut s.phone.docs[i];
-            d.doc
-                .receive_sync_message(&mut d.state, msg)
-                .map_err(|e| anyhow!("applying sync message for {doc_id}: {e}"))?;
-        }
-        s.update_doc(i, &their_heads);
-        let d = &mut s.phone.docs[i];
-        if let Some(reply) = d.doc.generate_sync_message(&mut d.state) {
-            let frame = s.sync_frame(i, reply, false);
-            trace(s.phone.idx, "->", &frame);
-            s.stats.record(started, "->", &frame);
-            s.stats.frames_out += 1;
-            s.stats.sync_out += 1;
+        // A sync message: the engine applies it to the document and answers, or, for a document
+        // the phone does not hold, answers `doc-unavailable` as automerge-repo does.
+        let held = doc_id
+            .parse::<DocumentId>()
+            .ok()
+            .and_then(|id| Some((id, *s.phone.by_id.get(&id)?)));
+        if held.is_some() {
+            s.stats.sync_in += 1;
             if reported_done {
-                s.stats.sync_out_after_done += 1;
+                s.stats.sync_in_after_done += 1;
             }
-            s.stats.bytes_out += frame.len() as u64;
-            progress.frame();
-            sink.send(WsMessage::Binary(frame)).await?;
         }
-        check(s, &mut reported_ack, &mut reported_done);
+        let outputs = s.phone.handle_frame(&bytes)?;
+        if let Some((id, i)) = held {
+            let their_heads = s.phone.engine.server_heads(&id);
+            s.update_doc(i, &their_heads);
+        }
+        for o in outputs {
+            if let Output::Send(frame) = o {
+                s.outgoing(progress, &frame, held.is_some(), reported_done);
+                sink.send(WsMessage::Binary(frame)).await?;
+            }
+        }
+        if held.is_some() {
+            check(s, &mut reported_ack, &mut reported_done);
+        }
     }
     // A clean close: send ours, then read until the server's close arrives (bounded).
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
