@@ -1,7 +1,8 @@
 //! Test harness: starts the real `minka` binary on an ephemeral port with a temporary sled store,
-//! mints tokens with the same secret, and speaks the automerge-repo protocol as a client.
+//! mints tokens with the same secret, and speaks the automerge-repo protocol as a client (through
+//! `crdt_core::engine`, the client side the SDK and the load generator use too).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,9 +10,9 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use automerge::sync::{self, SyncDoc};
-use automerge::Automerge;
-use crdt_core::wire::{JoinMessage, Message, PeerMetadata, SyncMessage, PROTOCOL_V1};
+use automerge::{Automerge, ChangeHash};
+use crdt_core::engine::{ClientEngine, Documents, Output};
+use crdt_core::wire::{Message, RequestMessage, SyncMessage};
 use crdt_core::DocumentId;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -305,12 +306,16 @@ pub enum Event {
     Closed(Option<String>),
 }
 
-/// A protocol-level automerge-repo client (the Rust counterpart of the JS client).
+/// A protocol-level automerge-repo client (the Rust counterpart of the JS client). Its sync states
+/// live in a [`ClientEngine`]; the raw abilities ([`Self::send`], [`Self::send_raw`],
+/// [`Self::connect_unjoined`]) let a test misbehave on purpose.
 pub struct ProtoClient {
     ws: Ws,
     pub peer_id: String,
     pub server_peer_id: String,
-    states: HashMap<DocumentId, sync::State>,
+    engine: ClientEngine,
+    /// Documents the server sent a sync message about on this connection.
+    heard: HashSet<DocumentId>,
     /// Messages received so far (all of them), for tests that count.
     pub received: Vec<Message>,
     pub bytes_in: usize,
@@ -327,15 +332,14 @@ impl ProtoClient {
     /// Connects and completes the `join`/`peer` handshake.
     pub async fn connect(url: &str, peer_id: &str) -> Result<Self> {
         let mut c = Self::connect_unjoined(url, peer_id).await?;
-        c.send(&Message::Join(JoinMessage {
-            sender_id: peer_id.to_string(),
-            supported_protocol_versions: vec![PROTOCOL_V1.to_string()],
-            peer_metadata: Some(PeerMetadata::new(None, false)),
-            metadata: None,
-        }))
-        .await?;
+        let join = c.engine.join();
+        c.send_raw(join).await?;
         match c.next(Duration::from_secs(10)).await? {
-            Some(Event::Message(Message::Peer(p))) => c.server_peer_id = p.sender_id,
+            Some(Event::Message(Message::Peer(p))) => {
+                c.server_peer_id = p.sender_id.clone();
+                let frame = Message::Peer(p).encode();
+                c.engine.handle_frame(&frame, &mut HashMap::new())?;
+            }
             other => bail!("expected peer, got {other:?}"),
         }
         Ok(c)
@@ -382,24 +386,26 @@ impl ProtoClient {
         }
     }
 
+    /// The engine's next sync message for a document, as a `request` or a `sync` as the caller
+    /// says (the engine picks `request` exactly when the document is empty; a test may want the
+    /// other).
     fn sync_frame(&mut self, id: DocumentId, doc: &Automerge, request: bool) -> Option<Message> {
-        let state = self.states.entry(id).or_default();
-        let data = doc.generate_sync_message(state)?.encode();
-        let m = SyncMessage {
-            sender_id: self.peer_id.clone(),
-            target_id: self.server_peer_id.clone(),
-            document_id: id.to_string(),
-            data,
-        };
-        Some(if request {
-            Message::Request(crdt_core::wire::RequestMessage {
+        self.engine.track(id);
+        let frame = self.engine.announce(id, doc)?;
+        Some(match Message::decode(&frame).ok()? {
+            Message::Request(m) if !request => Message::Sync(SyncMessage {
                 sender_id: m.sender_id,
                 target_id: m.target_id,
                 document_id: m.document_id,
                 data: m.data,
-            })
-        } else {
-            Message::Sync(m)
+            }),
+            Message::Sync(m) if request => Message::Request(RequestMessage {
+                sender_id: m.sender_id,
+                target_id: m.target_id,
+                document_id: m.document_id,
+                data: m.data,
+            }),
+            m => m,
         })
     }
 
@@ -432,10 +438,7 @@ impl ProtoClient {
             if Instant::now() > deadline {
                 bail!("document {id} did not settle in {limit:?}");
             }
-            let settled = {
-                let st = self.states.entry(id).or_default();
-                st.their_heads.as_deref() == Some(&doc.get_heads()[..])
-            };
+            let settled = self.server_heads(id) == Some(doc.get_heads());
             let wait = if settled {
                 Duration::from_millis(150)
             } else {
@@ -451,12 +454,7 @@ impl ProtoClient {
                     None => return Ok(others),
                 },
                 Some(Event::Message(Message::Sync(s))) if s.document_id == id.to_string() => {
-                    let msg = sync::Message::decode(&s.data)?;
-                    let st = self.states.entry(id).or_default();
-                    doc.receive_sync_message(st, msg)?;
-                    if let Some(m) = self.sync_frame(id, doc, false) {
-                        self.send(&m).await?;
-                    }
+                    self.receive_sync(id, doc, &s).await?;
                 }
                 Some(Event::Message(Message::DocUnavailable(d)))
                     if d.document_id == id.to_string() =>
@@ -479,30 +477,38 @@ impl ProtoClient {
             ws: connect_raw(url).await?,
             peer_id: peer_id.to_string(),
             server_peer_id: String::new(),
-            states: HashMap::new(),
+            engine: ClientEngine::new(peer_id, None),
+            heard: HashSet::new(),
             received: Vec::new(),
             bytes_in: 0,
             bytes_out: 0,
         })
     }
 
-    /// The heads the server last told us it has for a document (its acknowledgement).
-    pub fn server_heads(&self, id: DocumentId) -> Option<Vec<automerge::ChangeHash>> {
-        self.states.get(&id)?.their_heads.clone()
+    /// The heads the server last told us it has for a document on this connection (its
+    /// acknowledgement); `None` before it said anything about it.
+    pub fn server_heads(&self, id: DocumentId) -> Option<Vec<ChangeHash>> {
+        self.heard
+            .contains(&id)
+            .then(|| self.engine.server_heads(&id))
     }
 
-    /// The sync states as automerge-repo persists them across a reconnect (encoded: only what both
-    /// sides shared), to hand to the next connection with [`Self::import_states`].
+    /// The sync states as automerge-repo persists them across a reconnect (only what both sides
+    /// shared, tagged with the server's storage id), to hand to the next connection with
+    /// [`Self::import_states`].
     pub fn export_states(&self) -> HashMap<DocumentId, Vec<u8>> {
-        self.states
-            .iter()
-            .map(|(id, s)| (*id, s.encode()))
+        self.engine
+            .tracked()
+            .filter_map(|id| Some((*id, self.engine.persisted_state(id)?)))
             .collect()
     }
 
+    /// Restores states from [`Self::export_states`] (one that does not decode is ignored: that
+    /// document syncs from scratch).
     pub fn import_states(&mut self, states: &HashMap<DocumentId, Vec<u8>>) -> Result<()> {
         for (id, raw) in states {
-            self.states.insert(*id, sync::State::decode(raw)?);
+            self.engine.load_state(*id, raw);
+            self.heard.remove(id);
         }
         Ok(())
     }
@@ -533,15 +539,34 @@ impl ProtoClient {
         doc: &mut Automerge,
         msg: &SyncMessage,
     ) -> Result<()> {
-        let decoded = sync::Message::decode(&msg.data)?;
-        let st = self.states.entry(id).or_default();
-        doc.receive_sync_message(st, decoded)?;
-        self.send_sync(id, doc).await?;
+        self.engine.track(id);
+        let frame = Message::Sync(SyncMessage {
+            document_id: id.to_string(),
+            ..msg.clone()
+        })
+        .encode();
+        let outputs = self.engine.handle_frame(&frame, &mut OneDoc(id, doc))?;
+        self.heard.insert(id);
+        for o in outputs {
+            if let Output::Send(reply) = o {
+                self.send_raw(reply).await?;
+            }
+        }
         Ok(())
     }
 
     /// Forgets the sync state of a document (as after a reconnect).
     pub fn reset(&mut self, id: DocumentId) {
-        self.states.remove(&id);
+        self.engine.forget(&id);
+        self.heard.remove(&id);
+    }
+}
+
+/// One document, as the engine looks it up.
+struct OneDoc<'a>(DocumentId, &'a mut Automerge);
+
+impl Documents for OneDoc<'_> {
+    fn get_mut(&mut self, id: &DocumentId) -> Option<&mut Automerge> {
+        (*id == self.0).then_some(&mut *self.1)
     }
 }
