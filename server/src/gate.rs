@@ -68,6 +68,9 @@ pub struct Admission {
     pub doc: Option<Automerge>,
     pub accepted: usize,
     pub rejected: Vec<(ChangeHash, String)>,
+    /// Changes of the batch that were rejected before (the peer still holds them): the first is
+    /// announced again, so a peer that lost the first notice (a cut connection) still learns.
+    pub rejected_before: Vec<ChangeHash>,
     /// Changes held back because their dependencies have not arrived (judged once they have).
     pub held: Vec<Change>,
     /// With checks switched off: the changes to apply as they are.
@@ -299,16 +302,15 @@ impl Gate {
     ) -> StoreResult<Admission> {
         let principal =
             Principal::new(user.user.clone(), user.roles.iter().copied(), user.district);
-        let mut fresh: Vec<Change> = changes
+        let (again, mut fresh): (Vec<Change>, Vec<Change>) = changes
             .into_iter()
-            .filter(|c| {
-                doc.get_change_by_hash(&c.hash()).is_none() && !rejected.contains_key(&c.hash())
-            })
-            .collect();
+            .filter(|c| doc.get_change_by_hash(&c.hash()).is_none())
+            .partition(|c| rejected.contains_key(&c.hash()));
         let mut out = Admission {
             doc: None,
             accepted: 0,
             rejected: Vec::new(),
+            rejected_before: again.iter().map(Change::hash).collect(),
             held: Vec::new(),
             unchecked: Vec::new(),
         };

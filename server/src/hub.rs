@@ -1213,6 +1213,20 @@ impl DocTask {
                 return false;
             }
         }
+        if let (None, Some(hash)) = (
+            admission.rejected.first(),
+            admission.rejected_before.first(),
+        ) {
+            // Already durable in the quarantine; the peer re-sent it, so it may have missed the
+            // first notice.
+            self.announce.push((
+                peer.clone(),
+                format!(
+                    "document {}: change {hash} rejected: it was rejected earlier (the reason is in the quarantine)",
+                    self.id
+                ),
+            ));
+        }
         if let Some((hash, reason)) = admission.rejected.first() {
             inner
                 .metrics
