@@ -264,6 +264,8 @@ impl ClientEngine {
     pub fn announce(&mut self, id: DocumentId, doc: &Automerge) -> Option<Vec<u8>> {
         let server = self.server.clone()?;
         let d = self.docs.entry(id).or_default();
+        // A document first tracked during this session belongs to this server's state too.
+        d.server_storage_id.clone_from(&server.storage_id);
         let msg = doc.generate_sync_message(&mut d.state)?;
         let request = doc.get_heads().is_empty();
         Some(sync_frame(&self.peer_id, &server.peer_id, id, msg, request))
@@ -332,6 +334,7 @@ impl ClientEngine {
                         doc: id,
                         reason: e.to_string(),
                     })?;
+                d.server_storage_id.clone_from(&server.storage_id);
                 if doc.get_heads() != before {
                     out.push(Output::RemoteChange(id));
                 }
@@ -687,6 +690,27 @@ mod tests {
         e3.join();
         e3.handle_frame(&peer_frame("srv-2"), &mut docs).unwrap();
         assert_eq!(e3.status(&id, &docs[&id]), SyncStatus::LocalOnly);
+    }
+
+    #[test]
+    fn a_document_first_synced_mid_session_keeps_its_state_across_reconnects() {
+        let mut docs = HashMap::new();
+        let (mut e, _) = server_peer(&mut docs);
+        e.handle_frame(&peer_frame("srv-1"), &mut docs).unwrap();
+        // Created after the server answered `join`.
+        let id = DocumentId::random();
+        let mut doc = Automerge::new();
+        edit(&mut doc, "a", 1);
+        docs.insert(id, doc);
+        let first = e.announce(id, &docs[&id]).unwrap();
+        let mut server = HashMap::new();
+        exchange(&mut e, &mut docs, &mut server, vec![first]);
+        let saved = e.persisted_state(&id).unwrap();
+        let mut e2 = ClientEngine::new("phone-1", Some("store-1".into()));
+        e2.load_state(id, &saved);
+        e2.join();
+        e2.handle_frame(&peer_frame("srv-1"), &mut docs).unwrap();
+        assert_eq!(e2.status(&id, &docs[&id]), SyncStatus::Synced);
     }
 
     #[test]
