@@ -427,14 +427,21 @@ fn sync_frame(
     .encode()
 }
 
-/// Reads Minka's rejection notice, `document <id>: change <hash> rejected: <reason>`.
+/// Reads Minka's rejection notice, `document <id>: change <hash> rejected: <reason>`. For a change
+/// refused because it builds on a refused one (`depends on a rejected change: <root>`), the change
+/// returned is the root: dropping it drops the other too.
 pub fn parse_rejection(message: &str) -> Option<(DocumentId, Option<ChangeHash>, String)> {
     let rest = message.strip_prefix("document ")?;
     let (id, rest) = rest.split_once(": ")?;
     let doc: DocumentId = id.parse().ok()?;
     let rest = rest.strip_prefix("change ")?;
     let (hash, reason) = rest.split_once(" rejected: ")?;
-    let change = hash.parse::<ChangeHash>().ok();
+    // A change refused because it builds on a refused one names that one: it is what to drop.
+    let root = reason
+        .strip_prefix("depends on a rejected change: ")
+        .and_then(|r| r.get(..64))
+        .and_then(|h| h.parse::<ChangeHash>().ok());
+    let change = root.or_else(|| hash.parse::<ChangeHash>().ok());
     Some((doc, change, reason.to_string()))
 }
 
@@ -771,6 +778,10 @@ mod tests {
             None
         );
         assert_eq!(parse_rejection("too many documents"), None);
+        let root = ChangeHash([9u8; 32]);
+        let msg =
+            format!("document {id}: change {hash} rejected: depends on a rejected change: {root}");
+        assert_eq!(parse_rejection(&msg).unwrap().1, Some(root));
     }
 
     #[test]

@@ -352,8 +352,8 @@ impl Gate {
         let mut candidates = Vec::with_capacity(fresh.len());
         let mut new_bindings: BTreeSet<ActorId> = BTreeSet::new();
         for c in fresh {
-            if c.deps().iter().any(|d| rejected.contains_key(d)) {
-                reject(&c, "", "depends on a rejected change".into(), rejected)?;
+            if let Some(root) = refused_root(c.deps(), rejected) {
+                reject(&c, "", depends_reason(&root), rejected)?;
                 continue;
             }
             let actor = c.actor_id().clone();
@@ -399,8 +399,8 @@ impl Gate {
                     let mut current = doc.clone();
                     let mut any = false;
                     for c in candidates {
-                        if c.deps().iter().any(|d| rejected.contains_key(d)) {
-                            reject(&c, "", "depends on a rejected change".into(), rejected)?;
+                        if let Some(root) = refused_root(c.deps(), rejected) {
+                            reject(&c, "", depends_reason(&root), rejected)?;
                             continue;
                         }
                         let (decision, after) =
@@ -490,6 +490,32 @@ fn causal_order(changes: Vec<Change>) -> Vec<Change> {
 /// heads. A peer holding a rejected change then does not look forever behind (which would send
 /// both sides into a sync loop), and for a held change we ask for its missing dependencies
 /// instead of for the change the peer already sent.
+/// The first refused change that `deps` build on, followed back to the change refused for its
+/// own sake (the one a peer must drop): `None` when no dependency was refused.
+fn refused_root(
+    deps: &[ChangeHash],
+    rejected: &HashMap<ChangeHash, Vec<ChangeHash>>,
+) -> Option<ChangeHash> {
+    let mut at = *deps.iter().find(|d| rejected.contains_key(d))?;
+    // Each step goes to an older change, so this ends; the bound only guards a corrupt table.
+    for _ in 0..rejected.len() {
+        match rejected
+            .get(&at)
+            .and_then(|ds| ds.iter().find(|d| rejected.contains_key(d)))
+        {
+            Some(older) => at = *older,
+            None => break,
+        }
+    }
+    Some(at)
+}
+
+/// The reason given for a change refused because it builds on a refused one. Peers (the client
+/// SDK's engine) read the hash from it: the change to drop is that one.
+fn depends_reason(root: &ChangeHash) -> String {
+    format!("depends on a rejected change: {root}")
+}
+
 pub fn sanitize_heads(
     heads: &[ChangeHash],
     substitute: impl Fn(&ChangeHash) -> Option<Vec<ChangeHash>>,

@@ -647,6 +647,8 @@ impl Hub {
 struct PeerState {
     handle: PeerHandle,
     state: sync::State,
+    /// This peer was reminded (once per connection) that it holds a change refused earlier.
+    reminded: bool,
 }
 
 /// The task that owns one loaded document.
@@ -869,6 +871,7 @@ impl DocTask {
                     let entry = self.peers.entry(conn).or_insert_with(|| PeerState {
                         handle: peer,
                         state: sync::State::new(),
+                        reminded: false,
                     });
                     if let Err(e) = self.doc.receive_sync_message(&mut entry.state, msg) {
                         entry.handle.send_error(
@@ -882,6 +885,21 @@ impl DocTask {
                     }
                     if !self.rejected.is_empty() || !self.pending.is_empty() {
                         let theirs = entry.state.their_heads.clone().unwrap_or_default();
+                        // The peer still holds a change refused earlier (it may have lost the
+                        // notice with a cut connection): say so once per connection. Durable
+                        // already, so the notice may go out with this batch.
+                        if !entry.reminded {
+                            if let Some(h) = theirs.iter().find(|h| self.rejected.contains_key(h)) {
+                                entry.reminded = true;
+                                self.announce.push((
+                                    entry.handle.clone(),
+                                    format!(
+                                        "document {}: change {h} rejected: it was rejected earlier (the reason is in the quarantine)",
+                                        self.id
+                                    ),
+                                ));
+                            }
+                        }
                         let (rejected, pending) = (&self.rejected, &self.pending);
                         let substitute = |h: &ChangeHash| {
                             rejected

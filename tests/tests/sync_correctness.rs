@@ -439,3 +439,60 @@ async fn the_server_writes_a_district_list_only_into_that_districts_index() {
     );
     assert_eq!(report.matches("PROBLEM").count(), 1, "{report}");
 }
+
+/// Waits for the next `error` on `c` (syncing `doc` meanwhile); `None` if none within `limit`.
+async fn next_error(
+    c: &mut ProtoClient,
+    id: DocumentId,
+    doc: &mut Automerge,
+    limit: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match c.next(Duration::from_millis(500)).await.unwrap() {
+            Some(Event::Message(Message::Sync(s))) => c.receive_sync(id, doc, &s).await.unwrap(),
+            Some(Event::Message(Message::Error(e))) => return Some(e.message),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_refused_change_sent_again_is_refused_again_with_a_notice() {
+    // A phone whose connection dropped before the notice arrived must still learn of it: when it
+    // re-sends the change on its next connection, the server says again that it was refused.
+    let server = TestServer::start().unwrap();
+    let url = server.ws_url(&comas_leader("u-ana"));
+    let id = DocumentId::random();
+    let mut doc = proposal(Ubigeo::ATE, "u-ana", "Fuera de mi distrito", &[]);
+    let refused = doc.get_heads()[0];
+    let mut c = ProtoClient::connect(&url, "peer-a").await.unwrap();
+    c.send_sync(id, &doc).await.unwrap();
+    let first = next_error(&mut c, id, &mut doc, Duration::from_secs(10))
+        .await
+        .expect("no rejection notice");
+    assert!(
+        first.contains(&format!("change {refused} rejected")),
+        "{first}"
+    );
+    drop(c);
+
+    // Same phone, next connection, nothing learned: it sends the change again.
+    let mut c = ProtoClient::connect(&url, "peer-a").await.unwrap();
+    c.send_sync(id, &doc).await.unwrap();
+    let again = next_error(&mut c, id, &mut doc, Duration::from_secs(10))
+        .await
+        .expect("the re-sent refused change got no notice");
+    assert!(
+        again.contains(&format!("change {refused} rejected")) && again.contains("earlier"),
+        "{again}"
+    );
+    let (phone, hash, _) = crdt_core::engine::parse_rejection(&again).unwrap();
+    assert_eq!((phone, hash), (id, Some(refused)));
+    // Once per re-send: no loop of notices.
+    assert_eq!(
+        next_error(&mut c, id, &mut doc, Duration::from_secs(2)).await,
+        None
+    );
+}
