@@ -587,6 +587,11 @@ impl Client {
         self.with_doc(id, crdt_core::schema::to_json)
     }
 
+    /// Every change of the document, oldest first: author actor, time, message, what it touched.
+    pub fn history(&self, id: &DocumentId) -> Result<Vec<crdt_core::history::HistoryEntry>, Error> {
+        self.with_doc(id, crdt_core::history::history)
+    }
+
     /// The document's heads (hex), e.g. to compare with the review API.
     pub fn heads(&self, id: &DocumentId) -> Result<Vec<String>, Error> {
         self.with_doc(id, |d| {
@@ -775,10 +780,17 @@ impl Client {
     pub fn connect(&self, url: &str, token: &str) -> Result<(), Error> {
         self.set_token(token)?;
         let mut net = self.net.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = net.take() {
+        let previous = net.take();
+        if let Some(old) = &previous {
             old.stop();
         }
-        *net = Some(crate::net::spawn(self.shared.clone(), url.to_string())?);
+        // The new connection starts once the old one has ended, so the two never share the
+        // engine's session.
+        *net = Some(crate::net::spawn(
+            self.shared.clone(),
+            url.to_string(),
+            previous,
+        )?);
         Ok(())
     }
 

@@ -44,11 +44,20 @@ impl NetHandle {
     }
 }
 
-pub(crate) fn spawn(shared: Arc<Shared>, url: String) -> Result<NetHandle, Error> {
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    url: String,
+    previous: Option<NetHandle>,
+) -> Result<NetHandle, Error> {
     let rt = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::InvalidInput("connect must be called inside a tokio runtime".into()))?;
     let (stop, stop_rx) = watch::channel(false);
-    let task = rt.spawn(run(shared, url, stop_rx));
+    let task = rt.spawn(async move {
+        if let Some(p) = previous {
+            p.join().await;
+        }
+        run(shared, url, stop_rx).await
+    });
     Ok(NetHandle { stop, task })
 }
 
