@@ -17,7 +17,7 @@ use minka_client::{Client, DocStatus, DocumentId, Event, ProposalDraft, Proposal
 fn usage() -> ! {
     eprintln!(
         "usage: phone --dir DIR [--token JWT] COMMAND\n\
-         commands: create TITLE SOLES | edits N | list | show ID | cost ID SOLES | submit ID | withdraw ID\n\
+         commands: create TITLE SOLES | edits N [--sync URL] | list | show ID | cost ID SOLES | submit ID | withdraw ID\n\
          \u{20}         | comment ID TEXT | sync URL [SECONDS] | rejections ID | discard ID | reapply ID"
     );
     std::process::exit(2)
@@ -32,7 +32,7 @@ fn id(s: Option<&String>) -> DocumentId {
     s.and_then(|s| s.parse().ok()).unwrap_or_else(|| usage())
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut take = |flag: &str| -> Option<String> {
@@ -43,6 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let dir = take("--dir").unwrap_or_else(|| usage());
     let token = take("--token");
+    let sync_url = take("--sync");
     let client = Client::open(&dir)?;
     if let Some(t) = &token {
         client.set_token(t)?;
@@ -101,6 +102,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .get(1)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| usage());
+            // With `--sync URL` the phone syncs in the background meanwhile.
+            if let (Some(url), Some(t)) = (&sync_url, &token) {
+                client.connect(url, t)?;
+            }
             let id = client.create_proposal(ProposalDraft {
                 title: "Medición de ediciones".into(),
                 description: "Propuesta para medir ediciones locales.".into(),
@@ -133,7 +138,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("{} {}", r.change, r.reason);
             }
         }
-        "discard" => client.discard_rejected(&id(args.get(1)))?,
+        "discard" => {
+            let dropped = client.discard_rejected(&id(args.get(1)))?;
+            println!("dropped {dropped} changes");
+        }
         "reapply" => {
             client.reapply_rejected(&id(args.get(1)))?;
         }

@@ -75,6 +75,8 @@ pub(crate) struct State {
     pub token: Option<String>,
     /// Set when the server refused the token; cleared by a new one.
     pub token_refused: bool,
+    /// The automerge actor of the current user on this installation (one per user: the server
+    /// binds an actor to the first user it sees write with it).
     pub actor: ActorId,
     pub rejections: HashMap<DocumentId, Vec<Rejection>>,
     /// Documents with local changes the connection has not announced yet.
@@ -89,8 +91,8 @@ pub(crate) struct Shared {
     pub connection: watch::Sender<ConnectionState>,
     /// Wakes the connection: local changes to announce.
     pub wake: Notify,
-    /// The app says the network is back: retry now.
-    pub network_changed: Notify,
+    /// Bumped when the app says the network is back: retry now.
+    pub network_gen: watch::Sender<u64>,
     /// Bumped by every new token: the connection reconnects with it.
     pub token_gen: watch::Sender<u64>,
 }
@@ -199,11 +201,14 @@ impl Client {
         let storage_id =
             String::from_utf8_lossy(&meta_or("storage_id", &|| random_hex(16).into_bytes())?)
                 .into_owned();
-        let actor = ActorId::from(meta_or("actor", &|| ActorId::random().to_bytes().to_vec())?);
         let token = store
             .meta("token")?
             .map(|t| String::from_utf8_lossy(&t).into_owned());
         let identity = token.as_deref().and_then(|t| Identity::from_token(t).ok());
+        let actor = match &identity {
+            Some(i) => actor_of(&store, i)?,
+            None => ActorId::random(),
+        };
         let mut engine = ClientEngine::new(peer_id, Some(storage_id));
         let mut docs = HashMap::new();
         let mut rejections = HashMap::new();
@@ -258,7 +263,7 @@ impl Client {
                 events,
                 connection,
                 wake: Notify::new(),
-                network_changed: Notify::new(),
+                network_gen: watch::channel(0).0,
                 token_gen: watch::channel(0).0,
             }),
             net: Arc::new(Mutex::new(None)),
@@ -269,10 +274,12 @@ impl Client {
     /// the connection presents. Kept in the store, so the app works offline after a restart.
     pub fn set_token(&self, token: &str) -> Result<Identity, Error> {
         let identity = Identity::from_token(token)?;
+        let actor = actor_of(&self.shared.store, &identity)?;
         self.shared.store.put_meta("token", token.as_bytes())?;
         self.shared.store.sync()?;
         {
             let mut st = self.shared.lock();
+            st.actor = actor;
             st.identity = Some(identity.clone());
             st.token = Some(token.to_string());
             st.token_refused = false;
@@ -448,11 +455,13 @@ impl Client {
             .persist_doc(id, local)
             .and_then(|()| self.shared.store.sync())
         {
-            // Not saved: take the change back out of memory too, so nothing unsaved is shown.
-            let unsaved = [hash].into_iter().collect();
-            if let Ok(clean) = replay::without(&local.doc, &unsaved) {
-                local.saved = clean.get_heads();
-                local.doc = clean;
+            // Not known to be saved. Show what the store holds (the change may or may not have
+            // reached it), so memory never runs ahead of the disk and the next edit cannot reuse
+            // a sequence number the store already has.
+            if let Ok((doc, runs)) = self.shared.store.load(id) {
+                local.saved = doc.get_heads();
+                local.doc = doc;
+                local.runs = runs;
             }
             return Err(e);
         }
@@ -683,7 +692,11 @@ impl Client {
     /// A document's sync status.
     pub fn status(&self, id: &DocumentId) -> Result<SyncInfo, Error> {
         let st = self.shared.lock();
-        let d = st.docs.get(id).ok_or(Error::NotFound(*id))?;
+        let d = st
+            .docs
+            .get(id)
+            .filter(|d| !d.doc.get_heads().is_empty())
+            .ok_or(Error::NotFound(*id))?;
         Ok(SyncInfo {
             status: status_of(&st, id, &d.doc),
             unacknowledged: st.engine.unacknowledged(id, &d.doc).len(),
@@ -701,20 +714,25 @@ impl Client {
             .unwrap_or_default()
     }
 
-    /// Drops the refused changes (and what was built on them): the document returns to what the
+    /// Drops the refused changes and every local change made on top of them (they could not be
+    /// accepted either); returns how many changes were dropped. The document returns to what the
     /// server accepted plus the local changes independent of the refused ones, and keeps syncing.
-    pub fn discard_rejected(&self, id: &DocumentId) -> Result<(), Error> {
-        self.rebuild(id, false).map(|_| ())
+    pub fn discard_rejected(&self, id: &DocumentId) -> Result<usize, Error> {
+        self.rebuild(id, false).map(|(dropped, _)| dropped)
     }
 
     /// Writes the refused content again as one new change on top of the accepted history, if this
     /// user may make it now (else [`Error::NotPermitted`] and nothing changes); the refused
     /// changes themselves are dropped.
     pub fn reapply_rejected(&self, id: &DocumentId) -> Result<Option<ChangeHash>, Error> {
-        self.rebuild(id, true)
+        self.rebuild(id, true).map(|(_, new)| new)
     }
 
-    fn rebuild(&self, id: &DocumentId, reapply: bool) -> Result<Option<ChangeHash>, Error> {
+    fn rebuild(
+        &self,
+        id: &DocumentId,
+        reapply: bool,
+    ) -> Result<(usize, Option<ChangeHash>), Error> {
         let mut st = self.shared.lock();
         let identity = Self::identity_or_err(&st)?;
         let roots: Vec<ChangeHash> = st
@@ -771,7 +789,7 @@ impl Client {
         st.dirty.insert(*id);
         drop(st);
         self.after_local_change(*id);
-        Ok(new_change)
+        Ok((refused.len(), new_change))
     }
 
     /// Starts syncing with the server at `url` (`ws://…/sync` or `wss://…/sync`) in the
@@ -784,8 +802,8 @@ impl Client {
         if let Some(old) = &previous {
             old.stop();
         }
-        // The new connection starts once the old one has ended, so the two never share the
-        // engine's session.
+        // The new connection starts once the old one (running or still stopping) has ended, so
+        // two never share the engine's session.
         *net = Some(crate::net::spawn(
             self.shared.clone(),
             url.to_string(),
@@ -796,18 +814,36 @@ impl Client {
 
     /// Stops syncing (the local store stays usable) and waits for the connection to close.
     pub async fn disconnect(&self) {
-        let handle = self.net.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            h.stop();
-            h.join().await;
+        let handle = self.net.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(h) = handle else {
+            return;
+        };
+        h.stop();
+        h.join().await;
+        // Forget it unless a `connect` has replaced it meanwhile.
+        let mut net = self.net.lock().unwrap_or_else(|p| p.into_inner());
+        if net.as_ref().is_some_and(|n| n.same(&h)) {
+            *net = None;
         }
-        self.shared.lock().engine.disconnected();
-        self.shared.set_connection(ConnectionState::Offline);
     }
 
     /// The OS says the network is back: retry now instead of waiting out the backoff.
     pub fn network_changed(&self) {
-        self.shared.network_changed.notify_one();
+        self.shared.network_gen.send_modify(|g| *g += 1);
+    }
+}
+
+/// The actor of this user on this installation, created on first use.
+fn actor_of(store: &LocalStore, identity: &Identity) -> Result<ActorId, Error> {
+    let key = format!("actor:{}", identity.user);
+    match store.meta(&key)? {
+        Some(bytes) => Ok(ActorId::from(bytes)),
+        None => {
+            let actor = ActorId::random();
+            store.put_meta(&key, actor.to_bytes())?;
+            store.sync()?;
+            Ok(actor)
+        }
     }
 }
 

@@ -1,15 +1,15 @@
 //! The connection: one WebSocket at a time, reconnected with backoff, driven by the engine.
 
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use automerge::ChangeHash;
-use crdt_core::engine::{Backoff, KeepaliveAction, Output};
+use crdt_core::engine::{Backoff, EngineError, KeepaliveAction, Output};
 use crdt_core::schema::Index;
 use crdt_core::DocumentId;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -29,9 +29,11 @@ const FRAMES_PER_SYNC: usize = 256;
 /// Largest frame accepted from the server.
 const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
+/// The running connection task: stop it, wait for its end.
+#[derive(Clone)]
 pub(crate) struct NetHandle {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    stop: Arc<watch::Sender<bool>>,
+    done: watch::Receiver<bool>,
 }
 
 impl NetHandle {
@@ -39,8 +41,18 @@ impl NetHandle {
         let _ = self.stop.send(true);
     }
 
-    pub async fn join(self) {
-        let _ = self.task.await;
+    /// Waits until the task has ended (at once if it has).
+    pub async fn join(&self) {
+        let mut done = self.done.clone();
+        while !*done.borrow_and_update() {
+            if done.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn same(&self, other: &NetHandle) -> bool {
+        Arc::ptr_eq(&self.stop, &other.stop)
     }
 }
 
@@ -52,13 +64,18 @@ pub(crate) fn spawn(
     let rt = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::InvalidInput("connect must be called inside a tokio runtime".into()))?;
     let (stop, stop_rx) = watch::channel(false);
-    let task = rt.spawn(async move {
+    let (done_tx, done) = watch::channel(false);
+    rt.spawn(async move {
         if let Some(p) = previous {
             p.join().await;
         }
-        run(shared, url, stop_rx).await
+        run(shared, url, stop_rx).await;
+        let _ = done_tx.send(true);
     });
-    Ok(NetHandle { stop, task })
+    Ok(NetHandle {
+        stop: Arc::new(stop),
+        done,
+    })
 }
 
 enum End {
@@ -71,6 +88,7 @@ enum End {
 async fn run(shared: Arc<Shared>, url: String, mut stop: watch::Receiver<bool>) {
     let mut backoff = shared.options.backoff.clone();
     let mut token_gen = shared.token_gen.subscribe();
+    let mut network_gen = shared.network_gen.subscribe();
     loop {
         if *stop.borrow() {
             break;
@@ -109,6 +127,8 @@ async fn run(shared: Arc<Shared>, url: String, mut stop: watch::Receiver<bool>) 
             }
             End::Failed(reason) => tracing::info!(%reason, "connection ended"),
         }
+        // Only a network change from now on cuts the wait short.
+        network_gen.borrow_and_update();
         let delay = backoff.next_delay(rand::random::<f64>());
         shared.set_connection(ConnectionState::Retrying {
             attempt: backoff.attempt(),
@@ -116,7 +136,7 @@ async fn run(shared: Arc<Shared>, url: String, mut stop: watch::Receiver<bool>) 
         });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shared.network_changed.notified() => {}
+            _ = network_gen.changed() => {}
             _ = token_gen.changed() => {}
             _ = stop.changed() => break,
         }
@@ -185,11 +205,16 @@ async fn session(
         _ = token_gen.changed() => return End::TokenChanged,
     };
     let (mut sink, mut stream) = ws.split();
-    let join = shared.lock().engine.join();
-    if let Err(e) = sink.send(WsMessage::Binary(join)).await {
-        return End::Failed(format!("sending join: {e}"));
-    }
     let keepalive = shared.options.keepalive;
+    // A send that cannot complete within the idle timeout (a dead link with full buffers) ends the
+    // connection like silence does.
+    let send_limit = keepalive.idle_timeout;
+    let join = shared.lock().engine.join();
+    match tokio::time::timeout(send_limit, sink.send(WsMessage::Binary(join))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return End::Failed(format!("sending join: {e}")),
+        Err(_) => return End::Failed("sending join stalled".into()),
+    }
     let mut last_received = Instant::now();
     let mut last_ping: Option<Instant> = None;
     let mut ready = false;
@@ -202,8 +227,11 @@ async fn session(
             KeepaliveAction::Wait(t) => t,
             KeepaliveAction::Ping => {
                 last_ping = Some(now);
-                if let Err(e) = sink.send(WsMessage::Ping(Vec::new())).await {
-                    return End::Failed(format!("sending ping: {e}"));
+                match tokio::time::timeout(send_limit, sink.send(WsMessage::Ping(Vec::new()))).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return End::Failed(format!("sending ping: {e}")),
+                    Err(_) => return End::Failed("sending a ping stalled".into()),
                 }
                 continue;
             }
@@ -251,21 +279,27 @@ async fn session(
             _ = shared.wake.notified(), if ready => announce_dirty(shared),
             _ = tokio::time::sleep_until(deadline.into()) => Vec::new(),
             _ = stop.changed() => {
-                let _ = sink.close().await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
                 return End::Stopped;
             }
             _ = token_gen.changed() => {
-                let _ = sink.close().await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
                 return End::TokenChanged;
             }
         };
-        for f in outgoing {
-            if let Err(e) = sink.feed(WsMessage::Binary(f)).await {
-                return End::Failed(format!("sending: {e}"));
+        let sending = async {
+            for f in outgoing {
+                sink.feed(WsMessage::Binary(f)).await?;
             }
-        }
-        if let Err(e) = sink.flush().await {
-            return End::Failed(format!("sending: {e}"));
+            sink.flush().await
+        };
+        tokio::select! {
+            r = tokio::time::timeout(send_limit, sending) => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return End::Failed(format!("sending: {e}")),
+                Err(_) => return End::Failed(format!("sending stalled for {send_limit:?}")),
+            },
+            _ = stop.changed() => return End::Stopped,
         }
     }
 }
@@ -301,10 +335,19 @@ impl Batch {
     ) -> Result<(), String> {
         let mut guard = shared.lock();
         let st = &mut *guard;
-        let outputs = st
-            .engine
-            .handle_frame(frame, &mut DocMap(&mut st.docs))
-            .map_err(|e| e.to_string())?;
+        let outputs = match st.engine.handle_frame(frame, &mut DocMap(&mut st.docs)) {
+            Ok(o) => o,
+            // One document's bad sync message: start that document over, keep the connection.
+            Err(EngineError::Sync { doc, reason }) => {
+                tracing::warn!(%doc, %reason, "bad sync message; resetting this document's sync");
+                st.engine.reset_session(&doc);
+                self.events.push(Event::ServerError(format!(
+                    "document {doc}: bad sync message: {reason}"
+                )));
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         for o in outputs {
             match o {
                 Output::Send(f) => self.send.push(f),
@@ -315,6 +358,9 @@ impl Batch {
                     if let Some(identity) = st.identity.clone() {
                         for idx in shared.index_ids(&identity) {
                             follow(st, idx);
+                            // What a stored index lists but an earlier session did not finish
+                            // downloading (the index itself may not change again).
+                            self.discover(st, &idx, false);
                         }
                     }
                     let ids: Vec<DocumentId> = st.docs.keys().copied().collect();
@@ -332,7 +378,7 @@ impl Batch {
                     d.last_synced = Some(SystemTime::now());
                     self.wrote = true;
                     self.events.push(Event::ChangedRemotely(id));
-                    self.discover(st, &id);
+                    self.discover(st, &id, true);
                 }
                 Output::PersistState(id) => {
                     if let Some(d) = st.docs.get_mut(&id) {
@@ -343,6 +389,7 @@ impl Batch {
                         .persist_sync_state(st, &id)
                         .map_err(|e| e.to_string())?;
                     self.wrote = true;
+                    self.clear_accepted(shared, st, &id)?;
                 }
                 Output::Acknowledged(id) => self.events.push(Event::Synced(id)),
                 Output::Unavailable(id) => {
@@ -367,14 +414,17 @@ impl Batch {
     }
 
     /// The district index changed: download what it lists that we do not hold.
-    fn discover(&mut self, st: &mut State, id: &DocumentId) {
+    /// (`announce`: ask for each new one now; else the caller announces every document.)
+    fn discover(&mut self, st: &mut State, id: &DocumentId, announce: bool) {
         let Some(index) = st.docs.get(id).and_then(|d| Index::read(&d.doc).ok()) else {
             return;
         };
         for listed in index.docs.into_keys() {
             if !st.docs.contains_key(&listed) && follow(st, listed) {
-                self.send
-                    .extend(st.engine.announce(listed, &st.docs[&listed].doc));
+                if announce {
+                    self.send
+                        .extend(st.engine.announce(listed, &st.docs[&listed].doc));
+                }
                 self.events.push(Event::Discovered(listed));
             }
         }
@@ -394,8 +444,10 @@ impl Batch {
         };
         let roots = match change {
             Some(h) if d.doc.get_change_meta_by_hash(&h).is_some() => vec![h],
-            // The server named no change we hold: everything it has not acknowledged.
-            _ => st.engine.unacknowledged(&doc, &d.doc),
+            // A notice about a change no longer held (discarded or re-applied meanwhile): stale.
+            Some(_) => return Ok(false),
+            // The server named no change: everything it has not acknowledged.
+            None => st.engine.unacknowledged(&doc, &d.doc),
         };
         let known = st.rejections.entry(doc).or_default();
         let mut fresh = false;
@@ -418,6 +470,36 @@ impl Batch {
         }
         self.wrote |= fresh;
         Ok(fresh)
+    }
+
+    /// Forgets rejections of changes the server turns out to hold (a notice that named a change
+    /// later accepted, e.g. one sent again after a rebuild): they are not refused.
+    fn clear_accepted(
+        &mut self,
+        shared: &Shared,
+        st: &mut State,
+        id: &DocumentId,
+    ) -> Result<(), String> {
+        let (Some(recs), Some(d)) = (st.rejections.get_mut(id), st.docs.get(id)) else {
+            return Ok(());
+        };
+        let unacked: HashSet<ChangeHash> =
+            st.engine.unacknowledged(id, &d.doc).into_iter().collect();
+        let before = recs.len();
+        for r in recs.iter().filter(|r| !unacked.contains(&r.change)) {
+            shared
+                .store
+                .remove_rejection(id, &r.change)
+                .map_err(|e| e.to_string())?;
+        }
+        recs.retain(|r| unacked.contains(&r.change));
+        if recs.len() != before {
+            self.wrote = true;
+            if recs.is_empty() {
+                st.rejections.remove(id);
+            }
+        }
+        Ok(())
     }
 
     /// Makes the batch durable, then tells the app.

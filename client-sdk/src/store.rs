@@ -203,6 +203,13 @@ impl LocalStore {
         Ok(())
     }
 
+    pub fn remove_rejection(&self, doc: &DocumentId, change: &ChangeHash) -> Result<(), Error> {
+        let mut k = doc.as_bytes().to_vec();
+        k.extend_from_slice(&change.0);
+        self.rejected.remove(k)?;
+        Ok(())
+    }
+
     pub fn rejections(&self, doc: &DocumentId) -> Result<Vec<(ChangeHash, Vec<u8>)>, Error> {
         let mut out = Vec::new();
         for entry in self.rejected.scan_prefix(doc.as_bytes()) {

@@ -286,6 +286,26 @@ impl Gate {
         store.meta_put(REJECTED, &key, &deps)
     }
 
+    /// The reason a change of `doc` was refused, as first announced (`path: reason`).
+    pub fn refusal_reason(
+        store: &dyn DocStore,
+        doc: &DocumentId,
+        hash: &ChangeHash,
+    ) -> StoreResult<Option<String>> {
+        let mut key = doc.as_bytes().to_vec();
+        key.extend_from_slice(hash.as_ref());
+        Ok(store
+            .meta_get(QUARANTINE, &key)?
+            .and_then(|v| serde_json::from_slice::<QuarantineEntry>(&v).ok())
+            .map(|e| {
+                if e.path.is_empty() {
+                    e.reason
+                } else {
+                    format!("{}: {}", e.path, e.reason)
+                }
+            }))
+    }
+
     /// Judges `changes` from `user` against `doc`. Writes bindings and quarantine entries; the
     /// caller persists the accepted document and waits for durability.
     #[allow(clippy::too_many_arguments)] // one call site; the arguments are the batch's context
@@ -492,7 +512,7 @@ fn causal_order(changes: Vec<Change>) -> Vec<Change> {
 /// instead of for the change the peer already sent.
 /// The first refused change that `deps` build on, followed back to the change refused for its
 /// own sake (the one a peer must drop): `None` when no dependency was refused.
-fn refused_root(
+pub(crate) fn refused_root(
     deps: &[ChangeHash],
     rejected: &HashMap<ChangeHash, Vec<ChangeHash>>,
 ) -> Option<ChangeHash> {

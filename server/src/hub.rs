@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{now_unix, AuthUser};
 use crate::durability::Durability;
-use crate::gate::{parse_chunks, sanitize_heads, Gate};
+use crate::gate::{parse_chunks, refused_root, sanitize_heads, Gate};
 use crate::metrics::Metrics;
 use crate::store::{assemble, ChunkLedger, DocStore, StoreError};
 
@@ -891,13 +891,13 @@ impl DocTask {
                         if !entry.reminded {
                             if let Some(h) = theirs.iter().find(|h| self.rejected.contains_key(h)) {
                                 entry.reminded = true;
-                                self.announce.push((
-                                    entry.handle.clone(),
-                                    format!(
-                                        "document {}: change {h} rejected: it was rejected earlier (the reason is in the quarantine)",
-                                        self.id
-                                    ),
-                                ));
+                                let notice = Self::repeat_notice(
+                                    self.hub.0.store.as_ref(),
+                                    &self.id,
+                                    &self.rejected,
+                                    *h,
+                                );
+                                self.announce.push((entry.handle.clone(), notice));
                             }
                         }
                         let (rejected, pending) = (&self.rejected, &self.pending);
@@ -1093,10 +1093,21 @@ impl DocTask {
             }
             let agrees = p.state.their_heads.as_deref() == Some(&heads[..])
                 && p.state.their_need.as_ref().is_none_or(|n| n.is_empty());
-            if agrees && !acked.contains(&conn) && !requested.contains(&conn) {
-                // The peer's message shows we already agree: nothing to send, nothing new to
-                // acknowledge, so say nothing (a reconnecting phone costs one message per
-                // document, not two). Its state still records what it has for the next change.
+            // ... and the peer knows it: its last sync with us already ended at these heads. A
+            // peer whose record is older (it crashed before saving our last acknowledgement)
+            // cannot tell its changes are stored unless we answer.
+            let peer_knows = p.state.their_have.as_ref().is_some_and(|haves| {
+                haves.iter().any(|h| {
+                    let mut last = h.last_sync.clone();
+                    last.sort_unstable();
+                    last == heads
+                })
+            });
+            if agrees && peer_knows && !acked.contains(&conn) && !requested.contains(&conn) {
+                // The peer's message shows we already agree, and it knows: nothing to send,
+                // nothing new to acknowledge, so say nothing (a reconnecting phone costs one
+                // message per document, not two). Its state still records what it has for the
+                // next change.
                 continue;
             }
             if acked.contains(&conn) {
@@ -1179,6 +1190,23 @@ impl DocTask {
         true
     }
 
+    /// The notice repeated to a peer that still holds `held`, a change refused earlier: it names
+    /// the change refused for its own sake (which `held` may build on) with the reason stored in
+    /// the quarantine, worded as the first notice was.
+    fn repeat_notice(
+        store: &dyn DocStore,
+        id: &DocumentId,
+        rejected: &HashMap<ChangeHash, Vec<ChangeHash>>,
+        held: ChangeHash,
+    ) -> String {
+        let root = refused_root(&[held], rejected).unwrap_or(held);
+        let reason = Gate::refusal_reason(store, id, &root)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "refused earlier (see the quarantine)".into());
+        format!("document {id}: change {root} rejected: {reason}")
+    }
+
     /// Runs changes through the write gate as `peer`'s and applies the accepted ones.
     fn judge(&mut self, peer: &PeerHandle, changes: Vec<automerge::Change>) -> bool {
         let inner = &self.hub.0;
@@ -1237,13 +1265,8 @@ impl DocTask {
         ) {
             // Already durable in the quarantine; the peer re-sent it, so it may have missed the
             // first notice.
-            self.announce.push((
-                peer.clone(),
-                format!(
-                    "document {}: change {hash} rejected: it was rejected earlier (the reason is in the quarantine)",
-                    self.id
-                ),
-            ));
+            let notice = Self::repeat_notice(inner.store.as_ref(), &self.id, &self.rejected, *hash);
+            self.announce.push((peer.clone(), notice));
         }
         if let Some((hash, reason)) = admission.rejected.first() {
             inner

@@ -333,14 +333,33 @@ async fn cut_connections_and_a_killed_server_lose_nothing_acknowledged() -> Resu
         }
         ids.push(id);
     }
-    // Every connection is cut after 3 KiB from the server, in the middle of the first sync.
-    proxy.cut_after.store(1500, Ordering::SeqCst);
+    // Every connection is cut after a byte budget (both ways, the HTTP upgrade included) that
+    // grows with each attempt, so each session gets further into the upload before the cut
+    // lands in the middle of a frame.
+    let budget = proxy.cut_after.clone();
+    let accepted = proxy.accepted.clone();
+    let growing = tokio::spawn(async move {
+        loop {
+            let n = accepted.load(Ordering::SeqCst);
+            budget.store(2_000 + 3_000 * n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
     a.connect(&proxy.url(), &ta)?;
-    wait_for("several cut sessions", Duration::from_secs(20), || {
-        proxy.accepted.load(Ordering::SeqCst) >= 4
+    wait_for("six cut sessions", Duration::from_secs(30), || {
+        proxy.accepted.load(Ordering::SeqCst) >= 6
     })
     .await?;
+    growing.abort();
     proxy.cut_after.store(0, Ordering::SeqCst);
+    // The cut sessions made progress (changes were stored), yet did not finish.
+    let applied = server.metric("minka_changes_applied_total")?;
+    assert!(applied > 0.0, "no cut session got any change through");
+    assert!(
+        (applied as usize) < ids.len() * 6,
+        "the cuts came too late to interrupt the upload ({applied} changes applied)"
+    );
+    proxy.cut_all();
     wait_for("everything acknowledged", Duration::from_secs(30), || {
         ids.iter().all(|id| synced(&a, id))
     })
@@ -393,6 +412,10 @@ fn history_has(server: &TestServer, id: &DocumentId, hash: &str) -> Result<bool>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_phone_process_loses_nothing_it_saved() -> Result<()> {
+    // The phone process edits while syncing in the background; SIGKILL lands anywhere: in an
+    // fsync, between a document and its sync state, in the middle of a frame.
+    let server = TestServer::start()?;
+    let url = format!("ws://{}/sync", server.addr);
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("phone");
     let t = token("u-rosa", &["leader"], COMAS);
@@ -406,6 +429,7 @@ async fn a_killed_phone_process_loses_nothing_it_saved() -> Result<()> {
             example.display()
         );
     }
+    let mut saved = Vec::new();
     for round in 0..3u64 {
         let mut child = Command::new(&example)
             .args([
@@ -415,6 +439,8 @@ async fn a_killed_phone_process_loses_nothing_it_saved() -> Result<()> {
                 &t,
                 "edits",
                 "100000",
+                "--sync",
+                &url,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -457,6 +483,22 @@ async fn a_killed_phone_process_loses_nothing_it_saved() -> Result<()> {
             cost >= last_saved,
             "round {round}: edit {last_saved} was reported saved, the store has {cost}"
         );
+        saved.push((id, cost));
+    }
+    // Reopened and connected, the phone converges with the server: every document synced, and
+    // the server holds exactly the phone's state.
+    let c = Client::open_with(&dir, quick())?;
+    c.connect(&url, &t)?;
+    wait_for(
+        "the reopened phone to sync",
+        Duration::from_secs(30),
+        || saved.iter().all(|(id, _)| synced(&c, id)),
+    )
+    .await?;
+    for (id, cost) in &saved {
+        let on_server = server_doc(&server, id)?;
+        assert_eq!(sorted_heads(&on_server), phone_heads(&c, id));
+        assert_eq!(on_server["state"]["estimatedCost"], *cost);
     }
     Ok(())
 }
@@ -540,7 +582,7 @@ async fn a_rejected_change_is_reported_and_can_be_discarded_or_reapplied() -> Re
     assert_eq!(leader.rejections(&id).len(), 1);
 
     // Discard: back to the accepted history, in sync with the server.
-    leader.discard_rejected(&id)?;
+    assert_eq!(leader.discard_rejected(&id)?, 1);
     assert_eq!(leader.proposal(&id)?.title, "Parque Señor de los Milagros");
     acked(&leader, &id, "the discarded document to be in sync").await?;
     assert_eq!(
@@ -772,5 +814,29 @@ async fn a_dead_link_is_noticed_and_network_changed_retries_at_once() -> Result<
         || synced(&c, &id),
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_user_on_the_same_phone_writes_as_themselves() -> Result<()> {
+    // A community phone shared by two leaders: each writes with an actor of their own, which the
+    // server binds to them; neither is refused for writing "in the other's name".
+    let server = TestServer::start()?;
+    let url = format!("ws://{}/sync", server.addr);
+    let tmp = tempfile::tempdir()?;
+    let (c, rosa) = phone(tmp.path(), "u-rosa", &["leader"])?;
+    let first = c.create_proposal(draft("Veredas", 100))?;
+    c.connect(&url, &rosa)?;
+    acked(&c, &first, "Rosa's proposal").await?;
+    c.disconnect().await;
+    let juan = token("u-juan", &["leader"], COMAS);
+    c.set_token(&juan)?;
+    let second = c.create_proposal(draft("Alumbrado", 200))?;
+    c.connect(&url, &juan)?;
+    acked(&c, &second, "Juan's proposal").await?;
+    assert!(c.rejections(&second).is_empty());
+    let history = c.history(&second)?;
+    let rosa_actor = &c.history(&first)?[0].actor;
+    assert_ne!(&history[0].actor, rosa_actor);
     Ok(())
 }
