@@ -30,6 +30,9 @@ struct Proxy {
     cut_after: Arc<AtomicU64>,
     stalled: Arc<AtomicBool>,
     accepted: Arc<AtomicU64>,
+    /// For new connections: drop every `sync`/`request` from the server except those about
+    /// this document (the server's other answers never reach the phone).
+    only_doc: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -42,19 +45,22 @@ impl Proxy {
         let cut_after = Arc::new(AtomicU64::new(0));
         let stalled = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
+        let only_doc: Arc<Mutex<Option<String>>> = Arc::default();
         let task = tokio::spawn({
-            let (upstream, conns, cut_after, stalled, accepted) = (
+            let (upstream, conns, cut_after, stalled, accepted, only) = (
                 upstream.clone(),
                 conns.clone(),
                 cut_after.clone(),
                 stalled.clone(),
                 accepted.clone(),
+                only_doc.clone(),
             );
             async move {
                 while let Ok((phone, _)) = listener.accept().await {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let to = upstream.lock().unwrap().clone();
                     let limit = cut_after.load(Ordering::SeqCst);
+                    let keep = only.lock().unwrap().clone();
                     let stalled = stalled.clone();
                     let h = tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(&to).await else {
@@ -64,8 +70,16 @@ impl Proxy {
                         let (sr, sw) = server.into_split();
                         let budget = Arc::new(AtomicU64::new(limit));
                         let up = pipe(pr, sw, budget.clone(), stalled.clone());
-                        let down = pipe(sr, pw, budget, stalled);
-                        tokio::select! { _ = up => {}, _ = down => {} }
+                        match keep {
+                            Some(doc) => {
+                                let down = pipe_only(sr, pw, doc);
+                                tokio::select! { _ = up => {}, _ = down => {} }
+                            }
+                            None => {
+                                let down = pipe(sr, pw, budget, stalled);
+                                tokio::select! { _ = up => {}, _ = down => {} }
+                            }
+                        }
                     });
                     conns.lock().unwrap().push(h);
                 }
@@ -78,6 +92,7 @@ impl Proxy {
             cut_after,
             stalled,
             accepted,
+            only_doc,
             task,
         })
     }
@@ -142,6 +157,61 @@ async fn pipe(
         }
         if limited && budget.load(Ordering::SeqCst) == 0 {
             return;
+        }
+    }
+}
+
+/// Server → phone: passes the HTTP upgrade answer, then WebSocket frames one by one, dropping
+/// binary frames about any document but `keep`.
+async fn pipe_only(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    keep: String,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut upgraded = false;
+    loop {
+        let n = match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if !upgraded {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            if to.write_all(&buf[..end + 4]).await.is_err() {
+                return;
+            }
+            buf.drain(..end + 4);
+            upgraded = true;
+        }
+        // Server frames are unmasked: header, extended length, payload.
+        while buf.len() >= 2 {
+            let (len, head) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => {
+                    let mut l = [0u8; 8];
+                    l.copy_from_slice(&buf[2..10]);
+                    (u64::from_be_bytes(l) as usize, 10)
+                }
+                126 | 127 => break,
+                l => (l as usize, 2),
+            };
+            if buf.len() < head + len {
+                break;
+            }
+            let frame: Vec<u8> = buf.drain(..head + len).collect();
+            let binary = frame[0] & 0x0f == 2;
+            let other_doc = binary
+                && crdt_core::wire::Message::decode(&frame[head..])
+                    .ok()
+                    .and_then(|m| m.document_id().map(|d| d != keep))
+                    .unwrap_or(false);
+            if !other_doc && to.write_all(&frame).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -838,5 +908,49 @@ async fn a_second_user_on_the_same_phone_writes_as_themselves() -> Result<()> {
     let history = c.history(&second)?;
     let rosa_actor = &c.history(&first)?[0].actor;
     assert_ne!(&history[0].actor, rosa_actor);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_the_stored_index_lists_are_fetched_after_a_restart() -> Result<()> {
+    let server = TestServer::start()?;
+    let url = format!("ws://{}/sync", server.addr);
+    let tmp = tempfile::tempdir()?;
+    let (a, ta) = phone(&tmp.path().join("a"), "u-rosa", &["leader"])?;
+    let ids = (0..150)
+        .map(|i| a.create_proposal(draft(&format!("Propuesta {i}"), 100 + i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    a.connect(&url, &ta)?;
+    wait_for("the district listed", Duration::from_secs(60), || {
+        ids.iter().all(|id| synced(&a, id)) && a.district_index().len() == ids.len()
+    })
+    .await?;
+
+    // A second phone receives the index but none of the documents (the proxy drops them), and
+    // the app is closed.
+    let proxy = Proxy::start(&server.addr).await?;
+    let index = DocumentId::index_for(COMAS.parse()?, 2027);
+    *proxy.only_doc.lock().unwrap() = Some(index.to_string());
+    let dir = tmp.path().join("b");
+    {
+        let (b, tb) = phone(&dir, "u-carla", &["leader"])?;
+        b.connect(&proxy.url(), &tb)?;
+        wait_for("the index", Duration::from_secs(20), || {
+            b.district_index().len() == ids.len()
+        })
+        .await?;
+        // Its requests for the listed documents went out; the answers never arrive.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b.disconnect().await;
+        assert_eq!(b.list().len(), 0);
+    }
+    // Reopened: the index is stored and says nothing new, yet what it lists is fetched.
+    let (b, tb) = phone(&dir, "u-carla", &["leader"])?;
+    assert_eq!(b.district_index().len(), ids.len());
+    b.connect(&url, &tb)?;
+    wait_for("every listed document", Duration::from_secs(60), || {
+        b.list().len() == ids.len() && ids.iter().all(|id| synced(&b, id))
+    })
+    .await?;
     Ok(())
 }
