@@ -539,3 +539,87 @@ fn follow(st: &mut State, id: DocumentId) -> bool {
     st.engine.track(id);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Client, ProposalDraft};
+    use crdt_core::wire::{ErrorMessage, Message};
+
+    fn notice(text: String) -> Vec<u8> {
+        Message::Error(ErrorMessage {
+            sender_id: Some("server".into()),
+            target_id: None,
+            message: text,
+        })
+        .encode()
+    }
+
+    fn token() -> String {
+        use base64::Engine as _;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.x",
+            b64(serde_json::json!({"alg": "HS256"})),
+            b64(serde_json::json!({"sub": "u-rosa", "roles": ["leader"], "district": "150110"}))
+        )
+    }
+
+    #[test]
+    fn a_notice_about_a_change_no_longer_held_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Client::open(dir.path()).unwrap();
+        c.set_token(&token()).unwrap();
+        let id = c
+            .create_proposal(ProposalDraft {
+                title: "Veredas".into(),
+                description: String::new(),
+                zone: "zona-1".into(),
+                category: "vías".into(),
+                beneficiaries: 1,
+                estimated_cost: 1,
+                cofinancing: 0,
+            })
+            .unwrap();
+        let held = c.shared.lock().docs[&id].doc.get_heads()[0];
+        let mut ready = false;
+        let mut backoff = Backoff::default();
+
+        // A late notice naming a change this phone does not hold (discarded meanwhile).
+        let gone = ChangeHash([3u8; 32]);
+        let mut batch = Batch::default();
+        batch
+            .frame(
+                &c.shared,
+                &notice(format!("document {id}: change {gone} rejected: late")),
+                &mut ready,
+                &mut backoff,
+            )
+            .unwrap();
+        assert!(batch.events.is_empty());
+        assert!(c.rejections(&id).is_empty());
+
+        // A notice naming a held change is recorded, once.
+        for _ in 0..2 {
+            let mut batch = Batch::default();
+            batch
+                .frame(
+                    &c.shared,
+                    &notice(format!("document {id}: change {held} rejected: status: no")),
+                    &mut ready,
+                    &mut backoff,
+                )
+                .unwrap();
+            batch.finish(&c.shared).unwrap();
+        }
+        let r = c.rejections(&id);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].change, r[0].reason.as_str()), (held, "status: no"));
+        // Durable: a reopened store still knows.
+        drop(c);
+        let c = Client::open(dir.path()).unwrap();
+        assert_eq!(c.rejections(&id).len(), 1);
+    }
+}
