@@ -169,6 +169,14 @@ pub(crate) fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// `n` random characters of `[0-9a-z]` (46 bits for 9).
+fn random_base36(n: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..n)
+        .map(|_| DIGITS[rand::random::<usize>() % DIGITS.len()] as char)
+        .collect()
+}
+
 fn random_hex(bytes: usize) -> String {
     (0..bytes)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -195,7 +203,8 @@ impl Client {
             }
         };
         let peer_id = String::from_utf8_lossy(&meta_or("peer_id", &|| {
-            format!("minka-sdk-{}", random_hex(8)).into_bytes()
+            // Short: every message carries it (the stock client's `peer-` ids are 14 characters).
+            format!("sdk-{}", random_base36(9)).into_bytes()
         })?)
         .into_owned();
         let storage_id =
