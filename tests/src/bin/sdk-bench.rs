@@ -74,8 +74,8 @@ struct Args {
     #[arg(long, default_value = "tests/js/bench-download.mjs")]
     js_script: PathBuf,
     /// Diagnostic: give the SDK phone a peer id as long as the stock client's (`peer-` and 9
-    /// base-36 characters, written to its fresh store before `Client::open`) instead of its own
-    /// `minka-sdk-` and 16 hex digits, to show what the id's length costs on the wire.
+    /// base-36 characters, written to its fresh store before `Client::open`) instead of the one
+    /// the SDK makes, to show what the id's length costs on the wire.
     #[arg(long)]
     sdk_js_like_peer_id: bool,
     /// A phase has ended once the server's byte and message counters stood still this long.
