@@ -888,6 +888,11 @@ impl DocTask {
                         // The peer still holds a change refused earlier (it may have lost the
                         // notice with a cut connection): say so once per connection. Durable
                         // already, so the notice may go out with this batch.
+                        // A notice already due to this peer in this batch (its change was just
+                        // refused) is the one it needs.
+                        if self.announce.iter().any(|(p, _)| p.conn_id == conn) {
+                            entry.reminded = true;
+                        }
                         if !entry.reminded {
                             if let Some(h) = theirs.iter().find(|h| self.rejected.contains_key(h)) {
                                 entry.reminded = true;
