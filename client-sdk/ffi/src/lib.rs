@@ -40,6 +40,10 @@ pub enum MinkaException {
     /// No token, or an unreadable one: sign in again (`setToken`).
     #[error("{0}")]
     Auth(String),
+    /// The server refused a change of the document being waited on (`awaitSynced`); the reason
+    /// is the server's. The document stays usable: discard or re-apply the refused change.
+    #[error("{0}")]
+    RejectedByServer(String),
     /// Discard or re-apply on a document the server refused nothing of.
     #[error("{0}")]
     NothingRejected(String),
@@ -638,14 +642,19 @@ impl MinkaClient {
         self.client.disconnect().await;
     }
 
-    /// Waits until the server holds every change of a document; false after `timeout_millis`.
+    /// Waits until the server holds every change of a document; false after `timeout_millis`;
+    /// `MinkaException.RejectedByServer` if the server refuses one of its changes.
     pub async fn await_synced(&self, id: String, timeout_millis: u64) -> Result<bool> {
         let id = doc_id(&id)?;
         let mut events = self.client.events();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_millis);
         loop {
-            if matches!(self.client.status(&id), Ok(s) if s.status == DocStatus::Synced) {
-                return Ok(true);
+            match self.client.status(&id).map(|s| s.status) {
+                Ok(DocStatus::Synced) => return Ok(true),
+                Ok(DocStatus::Rejected { reason }) => {
+                    return Err(MinkaException::RejectedByServer(reason))
+                }
+                _ => {}
             }
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Err(_) => return Ok(false),

@@ -167,6 +167,11 @@ class PhoneTest {
                 val seen = Recorder()
                 leader.addListener(seen)
                 leader.connect(server.url, rosa)
+                // Waiting for it to sync ends in the typed exception, with the server's reason.
+                val refused = assertFailsWith<MinkaException.RejectedByServer> {
+                    leader.awaitSynced(id, 20_000u)
+                }
+                assertTrue(refused.message!!.contains("title"), refused.message)
                 eventually { seen.events.any { it is Event.Rejected && it.doc == id } }
                 val rejected = seen.events.filterIsInstance<Event.Rejected>().first()
                 assertTrue(rejected.reason.contains("title"), rejected.reason)
