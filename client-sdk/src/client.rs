@@ -455,10 +455,8 @@ impl Client {
         ) {
             return Err(Error::NotPermitted(join_violations(&v)));
         }
-        local
-            .doc
-            .apply_changes([change])
-            .map_err(|e| Error::Store(e.to_string()))?;
+        // The trial copy already holds the change: it becomes the document (no second apply).
+        local.doc = trial;
         if let Err(e) = self
             .shared
             .persist_doc(id, local)

@@ -235,15 +235,10 @@ impl ClientEngine {
 
     /// The changes of `doc` the server is not known to hold.
     pub fn unacknowledged(&self, id: &DocumentId, doc: &Automerge) -> Vec<ChangeHash> {
-        let known: Vec<ChangeHash> = self
-            .server_heads(id)
-            .into_iter()
-            .filter(|h| doc.get_change_meta_by_hash(h).is_some())
-            .collect();
-        doc.get_changes_meta(&known)
-            .into_iter()
-            .map(|c| c.hash)
-            .collect()
+        match self.docs.get(id) {
+            Some(d) => unacknowledged(&d.state, doc),
+            None => unacknowledged(&sync::State::new(), doc),
+        }
     }
 
     /// How a document stands against the server.
@@ -327,7 +322,7 @@ impl ClientEngine {
                     doc: id,
                     reason: e.to_string(),
                 })?;
-                let was_acked = unacked_count(&d.state, doc) == 0;
+                let was_acked = unacknowledged(&d.state, doc).is_empty();
                 let before = doc.get_heads();
                 doc.receive_sync_message(&mut d.state, msg)
                     .map_err(|e| EngineError::Sync {
@@ -339,7 +334,10 @@ impl ClientEngine {
                     out.push(Output::RemoteChange(id));
                 }
                 out.push(Output::PersistState(id));
-                if !was_acked && !doc.get_heads().is_empty() && unacked_count(&d.state, doc) == 0 {
+                if !was_acked
+                    && !doc.get_heads().is_empty()
+                    && unacknowledged(&d.state, doc).is_empty()
+                {
                     out.push(Output::Acknowledged(id));
                 }
                 if let Some(reply) = doc.generate_sync_message(&mut d.state) {
@@ -372,16 +370,19 @@ impl ClientEngine {
     }
 }
 
-fn unacked_count(state: &sync::State, doc: &Automerge) -> usize {
-    let heads = state
-        .their_heads
-        .clone()
-        .unwrap_or_else(|| state.shared_heads.clone());
+/// The changes of `doc` not covered by the heads the server reported in this session (else the
+/// persisted shared heads).
+fn unacknowledged(state: &sync::State, doc: &Automerge) -> Vec<ChangeHash> {
+    let heads = state.their_heads.as_ref().unwrap_or(&state.shared_heads);
     let known: Vec<ChangeHash> = heads
-        .into_iter()
+        .iter()
         .filter(|h| doc.get_change_meta_by_hash(h).is_some())
+        .copied()
         .collect();
-    doc.get_changes_meta(&known).len()
+    doc.get_changes_meta(&known)
+        .into_iter()
+        .map(|c| c.hash)
+        .collect()
 }
 
 /// The persisted part of a sync state, as a fresh session starts with it.
