@@ -5,15 +5,17 @@
 //! user's roles and district against the document as it was before. Rejected changes are kept in
 //! the quarantine (never lost, never relayed) and the peer is told why.
 //!
-//! The common case — a batch that is wholly allowed — costs one permission check; only a denied
-//! batch is re-judged change by change, so the allowed changes in it still land.
+//! The common case — a batch that is wholly allowed — costs one permission check; a denied batch
+//! is halved until its refused changes stand alone, so the allowed changes in it still land at
+//! about the cost of an allowed batch. What is kept is bounded: actor bindings are cached up to
+//! [`MAX_CACHED_BINDINGS`], and a user's refused changes are kept up to a per-user limit.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use std::sync::Mutex;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
-use crdt_core::permissions::{check_and_apply, Decision, Principal};
+use crdt_core::permissions::{causal_order, check_and_apply, Decision, Principal};
 use crdt_core::{DocumentId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -75,11 +77,75 @@ pub struct Admission {
     pub held: Vec<Change>,
     /// With checks switched off: the changes to apply as they are.
     pub unchecked: Vec<Change>,
+    /// Changes refused but not kept: their user already has the most quarantine entries the
+    /// server keeps for one user. Not applied, not stored; the phone still has them.
+    pub unrecorded: Vec<ChangeHash>,
 }
 
 /// Actor bindings (cached) and quarantine storage.
 pub struct Gate {
-    actors: Mutex<HashMap<ActorId, UserId>>,
+    actors: BindingCache,
+    /// Most quarantine entries kept for one user; beyond it their refused changes are refused
+    /// without being kept (see [`Admission::unrecorded`]).
+    max_quarantine_per_user: usize,
+    /// Serializes the read-modify-write of the per-user quarantine counters.
+    counting: Mutex<()>,
+}
+
+/// Most actor bindings kept in memory (the store has them all).
+pub const MAX_CACHED_BINDINGS: usize = 100_000;
+/// Default for [`Gate::max_quarantine_per_user`].
+pub const MAX_QUARANTINE_PER_USER: usize = 10_000;
+/// Meta table of quarantine entries per user (user id → u64 BE).
+const QUARANTINE_COUNT: &str = "quarantine-count";
+
+/// A bounded cache of actor bindings in two generations: lookups promote an entry from the old
+/// generation to the new one; when the new one is full it becomes the old one and the old one is
+/// dropped. At most `capacity` entries, and recently used bindings stay.
+struct BindingCache {
+    capacity: usize,
+    gens: Mutex<(HashMap<ActorId, UserId>, HashMap<ActorId, UserId>)>,
+}
+
+impl BindingCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(2),
+            gens: Mutex::new((HashMap::new(), HashMap::new())),
+        }
+    }
+
+    fn get(&self, actor: &ActorId) -> Option<UserId> {
+        let mut g = self.gens.lock().unwrap();
+        if let Some(u) = g.0.get(actor) {
+            return Some(u.clone());
+        }
+        let u = g.1.remove(actor)?;
+        Self::put(&mut g, self.capacity, actor.clone(), u.clone());
+        Some(u)
+    }
+
+    fn insert(&self, actor: ActorId, user: UserId) {
+        let mut g = self.gens.lock().unwrap();
+        Self::put(&mut g, self.capacity, actor, user);
+    }
+
+    fn put(
+        g: &mut (HashMap<ActorId, UserId>, HashMap<ActorId, UserId>),
+        capacity: usize,
+        actor: ActorId,
+        user: UserId,
+    ) {
+        if g.0.len() >= capacity / 2 && !g.0.contains_key(&actor) {
+            g.1 = std::mem::take(&mut g.0);
+        }
+        g.0.insert(actor, user);
+    }
+
+    fn len(&self) -> usize {
+        let g = self.gens.lock().unwrap();
+        g.0.len() + g.1.len()
+    }
 }
 
 impl Default for Gate {
@@ -90,32 +156,66 @@ impl Default for Gate {
 
 impl Gate {
     pub fn new() -> Self {
+        Self::with_limits(MAX_CACHED_BINDINGS, MAX_QUARANTINE_PER_USER)
+    }
+
+    /// A gate caching at most `cached_bindings` actor bindings and keeping at most
+    /// `quarantine_per_user` refused changes of any one user.
+    pub fn with_limits(cached_bindings: usize, quarantine_per_user: usize) -> Self {
         Self {
-            actors: Mutex::new(HashMap::new()),
+            actors: BindingCache::new(cached_bindings),
+            max_quarantine_per_user: quarantine_per_user,
+            counting: Mutex::new(()),
         }
+    }
+
+    /// Actor bindings held in memory.
+    pub fn cached_bindings(&self) -> usize {
+        self.actors.len()
     }
 
     /// The user an actor is bound to, if any.
     pub fn binding(&self, store: &dyn DocStore, actor: &ActorId) -> StoreResult<Option<UserId>> {
-        if let Some(u) = self.actors.lock().unwrap().get(actor) {
-            return Ok(Some(u.clone()));
+        if let Some(u) = self.actors.get(actor) {
+            return Ok(Some(u));
         }
         let found = store
             .meta_get(ACTORS, actor.to_bytes())?
             .and_then(|v| UserId::new(String::from_utf8_lossy(&v).into_owned()).ok());
         if let Some(u) = &found {
-            self.actors.lock().unwrap().insert(actor.clone(), u.clone());
+            self.actors.insert(actor.clone(), u.clone());
         }
         Ok(found)
+    }
+
+    /// How many quarantine entries a user has.
+    pub fn quarantined_count(store: &dyn DocStore, user: &UserId) -> StoreResult<u64> {
+        Ok(store
+            .meta_get(QUARANTINE_COUNT, user.as_str().as_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Counts one more quarantine entry of `user`; false (and nothing counted) when the user
+    /// already has the most the gate keeps.
+    fn count_quarantined(&self, store: &dyn DocStore, user: &UserId) -> StoreResult<bool> {
+        let _one_at_a_time = self.counting.lock().unwrap();
+        let n = Self::quarantined_count(store, user)?;
+        if n >= self.max_quarantine_per_user as u64 {
+            return Ok(false);
+        }
+        store.meta_put(
+            QUARANTINE_COUNT,
+            user.as_str().as_bytes(),
+            &(n + 1).to_be_bytes(),
+        )?;
+        Ok(true)
     }
 
     /// Binds an actor to a user (also used by `minka demo` for its fixed demo actors).
     pub fn bind(&self, store: &dyn DocStore, actor: &ActorId, user: &UserId) -> StoreResult<()> {
         store.meta_put(ACTORS, actor.to_bytes(), user.as_str().as_bytes())?;
-        self.actors
-            .lock()
-            .unwrap()
-            .insert(actor.clone(), user.clone());
+        self.actors.insert(actor.clone(), user.clone());
         Ok(())
     }
 
@@ -333,6 +433,7 @@ impl Gate {
             rejected_before: again.iter().map(Change::hash).collect(),
             held: Vec::new(),
             unchecked: Vec::new(),
+            unrecorded: Vec::new(),
         };
         if fresh.is_empty() {
             return Ok(out);
@@ -343,6 +444,10 @@ impl Gate {
                           reason: String,
                           rejected: &mut HashMap<ChangeHash, Vec<ChangeHash>>|
          -> StoreResult<()> {
+            if !self.count_quarantined(store, &user.user)? {
+                out.unrecorded.push(c.hash());
+                return Ok(());
+            }
             Self::record(store, doc_id, district.clone(), user, c, path, &reason)?;
             rejected.insert(c.hash(), c.deps().to_vec());
             out.rejected.push((
@@ -415,29 +520,60 @@ impl Gate {
                     out.doc = Some(after);
                 }
                 Decision::MissingDependencies(_) | Decision::Denied(_) => {
-                    // Slow path: judge each change on the document as accepted so far.
+                    // Slow path: find the refused changes by halving. A part judged allowed as a
+                    // whole lands as a whole (as the fast path would take it); a refused part is
+                    // split in two, in causal order, until the refused changes stand alone. One
+                    // denied change among n costs about 2·log2(n) judgements of shrinking parts,
+                    // not n judgements each on a full copy of the document.
                     let mut current = doc.clone();
                     let mut any = false;
-                    for c in candidates {
-                        if let Some(root) = refused_root(c.deps(), rejected) {
-                            reject(&c, "", depends_reason(&root), rejected)?;
+                    let held = holds_back(doc, &candidates);
+                    let mut held_here: HashSet<ChangeHash> = HashSet::new();
+                    let (ready, waiting): (Vec<Change>, Vec<Change>) = candidates
+                        .into_iter()
+                        .partition(|c| !held.contains(&c.hash()));
+                    for c in waiting {
+                        held_here.insert(c.hash());
+                        out.held.push(c);
+                    }
+                    let mut parts: VecDeque<Vec<Change>> = VecDeque::from([ready]);
+                    while let Some(part) = parts.pop_front() {
+                        let mut judged = Vec::with_capacity(part.len());
+                        for c in part {
+                            if let Some(root) = refused_root(c.deps(), rejected) {
+                                reject(&c, "", depends_reason(&root), rejected)?;
+                            } else if c.deps().iter().any(|d| held_here.contains(d)) {
+                                held_here.insert(c.hash());
+                                out.held.push(c);
+                            } else {
+                                judged.push(c);
+                            }
+                        }
+                        if judged.is_empty() {
                             continue;
                         }
-                        let (decision, after) =
-                            check_and_apply(&principal, &current, std::slice::from_ref(&c));
+                        let (decision, after) = check_and_apply(&principal, &current, &judged);
                         match decision {
                             Decision::Allowed => {
                                 current = after;
-                                out.accepted += 1;
+                                out.accepted += judged.len();
                                 any = true;
                             }
-                            Decision::MissingDependencies(_) => out.held.push(c),
-                            Decision::Denied(v) => {
-                                let first = v.first().cloned();
+                            Decision::MissingDependencies(_) if judged.len() == 1 => {
+                                held_here.insert(judged[0].hash());
+                                out.held.extend(judged);
+                            }
+                            Decision::Denied(v) if judged.len() == 1 => {
+                                let first = v.into_iter().next();
                                 let (path, reason) = first
                                     .map(|v| (v.path, v.reason))
                                     .unwrap_or_else(|| (String::new(), "not allowed".into()));
-                                reject(&c, &path, reason, rejected)?;
+                                reject(&judged[0], &path, reason, rejected)?;
+                            }
+                            _ => {
+                                let later = judged.split_off(judged.len() / 2);
+                                parts.push_front(later);
+                                parts.push_front(judged);
                             }
                         }
                     }
@@ -474,35 +610,20 @@ fn user_prefix(user: &str) -> Vec<u8> {
     k
 }
 
-/// Changes sorted so every change comes after its dependencies within the batch.
-fn causal_order(changes: Vec<Change>) -> Vec<Change> {
-    let hashes: HashSet<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
-    let mut remaining = changes;
-    remaining.sort_by_key(|c| c.hash());
-    let mut placed: HashSet<ChangeHash> = HashSet::new();
-    let mut out = Vec::with_capacity(remaining.len());
-    while !remaining.is_empty() {
-        let before = remaining.len();
-        let mut rest = Vec::new();
-        for c in remaining {
-            if c.deps()
-                .iter()
-                .all(|d| !hashes.contains(d) || placed.contains(d))
-            {
-                placed.insert(c.hash());
-                out.push(c);
-            } else {
-                rest.push(c);
-            }
+/// The changes of a batch (in causal order) that cannot be judged yet: a dependency is neither in
+/// the document nor among the batch's changes that can be.
+fn holds_back(doc: &Automerge, batch: &[Change]) -> HashSet<ChangeHash> {
+    let ours: HashSet<ChangeHash> = batch.iter().map(Change::hash).collect();
+    let mut held = HashSet::new();
+    for c in batch {
+        let missing = c.deps().iter().any(|d| {
+            held.contains(d) || (!ours.contains(d) && doc.get_change_by_hash(d).is_none())
+        });
+        if missing {
+            held.insert(c.hash());
         }
-        if rest.len() == before {
-            // A cycle cannot happen with hashes; keep whatever is left in hash order.
-            out.extend(rest);
-            break;
-        }
-        remaining = rest;
     }
-    out
+    held
 }
 
 /// Replaces hashes in a peer's heads that we will not take as they are — rejected changes, and
@@ -795,6 +916,185 @@ mod tests {
         let parsed = parse_chunks(&base, std::iter::once(&chunk[..])).unwrap();
         assert_eq!(parsed.len(), 3);
         assert!(parse_chunks(&base, std::iter::once(&b"garbage"[..])).is_err());
+    }
+
+    /// Ana's proposal and `n` later edits of hers, plus one change she may not make (setting
+    /// the status to `prioritized`), concurrent with the edits.
+    fn edits_and_one_denied(n: usize) -> (Automerge, Vec<Change>, Change) {
+        let actor = ActorId::random();
+        let base = proposal("ana", &actor);
+        let mut doc = base.fork().with_actor(actor);
+        for i in 0..n {
+            let edit = Edit::SetScalar {
+                field: "beneficiaries".into(),
+                value: automerge::ScalarValue::Int(20 + i as i64),
+            };
+            apply_edits(&mut doc, &[edit], "edit", 2 + i as i64).unwrap();
+        }
+        let mut other = base.fork().with_actor(ActorId::random());
+        apply_edits(
+            &mut other,
+            &[Edit::SetProposalStatus(
+                crdt_core::schema::ProposalStatus::Prioritized,
+            )],
+            "x",
+            3,
+        )
+        .unwrap();
+        let denied = other.get_changes(&base.get_heads()).remove(0);
+        (base, doc.get_changes(&proposal_heads(&doc, n)), denied)
+    }
+
+    fn proposal_heads(doc: &Automerge, n: usize) -> Vec<ChangeHash> {
+        // The creation change is the first; the n edits follow it.
+        let all = doc.get_changes(&[]);
+        vec![all[all.len() - n - 1].hash()]
+    }
+
+    #[test]
+    fn one_denied_change_among_many_is_refused_alone_and_the_rest_lands() {
+        let (base, edits, denied) = edits_and_one_denied(300);
+        let mut batch = edits.clone();
+        batch.insert(150, denied.clone());
+        let store = MemoryStore::new();
+        let gate = Gate::new();
+        let mut rejected = HashMap::new();
+        let a = gate
+            .admit(
+                &store,
+                &DocumentId::random(),
+                None,
+                &base,
+                &user("ana", Role::Leader),
+                batch,
+                &mut rejected,
+                true,
+            )
+            .unwrap();
+        assert_eq!(a.accepted, 300);
+        assert_eq!(a.rejected.len(), 1);
+        assert_eq!(a.rejected[0].0, denied.hash());
+        let doc = a.doc.unwrap();
+        assert!(edits
+            .iter()
+            .all(|c| doc.get_change_by_hash(&c.hash()).is_some()));
+        assert!(doc.get_change_by_hash(&denied.hash()).is_none());
+    }
+
+    #[test]
+    fn what_builds_on_a_denied_change_is_refused_and_what_lacks_parents_is_held() {
+        let (base, _, denied) = edits_and_one_denied(0);
+        // Two changes on top of the denied one, and a change whose parent is not sent.
+        let mut on_top = base.fork().with_actor(ActorId::random());
+        on_top.apply_changes([denied.clone()]).unwrap();
+        let mut f = on_top.fork().with_actor(ActorId::random());
+        for i in 0..2 {
+            let edit = Edit::SetScalar {
+                field: "beneficiaries".into(),
+                value: automerge::ScalarValue::Int(40 + i),
+            };
+            apply_edits(&mut f, &[edit], "x", 10 + i).unwrap();
+        }
+        let built = f.get_changes(&on_top.get_heads());
+        let mut g = base.fork().with_actor(ActorId::random());
+        for i in 0..2 {
+            let edit = Edit::SetScalar {
+                field: "beneficiaries".into(),
+                value: automerge::ScalarValue::Int(60 + i),
+            };
+            apply_edits(&mut g, &[edit], "x", 20 + i).unwrap();
+        }
+        let orphan = g.get_changes(&base.get_heads()).remove(1);
+        let mut batch = vec![denied.clone(), orphan.clone()];
+        batch.extend(built.clone());
+        let gate = Gate::new();
+        let a = gate
+            .admit(
+                &MemoryStore::new(),
+                &DocumentId::random(),
+                None,
+                &base,
+                &user("ana", Role::Leader),
+                batch,
+                &mut HashMap::new(),
+                true,
+            )
+            .unwrap();
+        assert_eq!(a.accepted, 0);
+        assert_eq!(a.rejected.len(), 3, "{:?}", a.rejected);
+        assert!(a.rejected[1..]
+            .iter()
+            .all(|(_, r)| r.contains(&format!("depends on a rejected change: {}", denied.hash()))));
+        assert_eq!(a.held.len(), 1);
+        assert_eq!(a.held[0].hash(), orphan.hash());
+    }
+
+    #[test]
+    fn refused_changes_beyond_the_per_user_limit_are_not_kept() {
+        let store = MemoryStore::new();
+        let gate = Gate::with_limits(100, 2);
+        let (base, _, _) = edits_and_one_denied(0);
+        let ana = user("ana", Role::Leader);
+        let mut rejected = HashMap::new();
+        let mut hashes = Vec::new();
+        for t in 0..3 {
+            let mut f = base.fork().with_actor(ActorId::random());
+            apply_edits(
+                &mut f,
+                &[Edit::SetProposalStatus(
+                    crdt_core::schema::ProposalStatus::Prioritized,
+                )],
+                "x",
+                100 + t,
+            )
+            .unwrap();
+            let c = f.get_changes(&base.get_heads()).remove(0);
+            hashes.push(c.hash());
+            let a = gate
+                .admit(
+                    &store,
+                    &DocumentId::random(),
+                    None,
+                    &base,
+                    &ana,
+                    vec![c],
+                    &mut rejected,
+                    true,
+                )
+                .unwrap();
+            assert_eq!(a.accepted, 0);
+            if t < 2 {
+                assert_eq!(a.rejected.len(), 1);
+            } else {
+                assert!(a.rejected.is_empty());
+                assert_eq!(a.unrecorded, vec![hashes[2]]);
+            }
+        }
+        assert_eq!(everything(&store).len(), 2);
+        assert_eq!(Gate::quarantined_count(&store, &ana.user).unwrap(), 2);
+        assert!(!rejected.contains_key(&hashes[2]));
+        // Another user has their own allowance.
+        assert_eq!(
+            Gate::quarantined_count(&store, &UserId::new("beto").unwrap()).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn the_binding_cache_keeps_at_most_its_capacity_and_the_store_keeps_all() {
+        let store = MemoryStore::new();
+        let gate = Gate::with_limits(100, 10);
+        let ana = UserId::new("ana").unwrap();
+        let actors: Vec<ActorId> = (0..1_000).map(|_| ActorId::random()).collect();
+        for a in &actors {
+            gate.bind(&store, a, &ana).unwrap();
+            assert!(gate.cached_bindings() <= 100);
+        }
+        // Every binding is still found (from the store when not cached).
+        for a in &actors {
+            assert_eq!(gate.binding(&store, a).unwrap(), Some(ana.clone()));
+            assert!(gate.cached_bindings() <= 100);
+        }
     }
 
     #[test]

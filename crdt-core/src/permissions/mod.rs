@@ -44,7 +44,7 @@ use serde::Serialize;
 use crate::ids::{DistrictScope, Role, Ubigeo, UserId};
 
 pub use facts::DocFacts;
-pub use ops::{display_path, OpAction, PlacedOp, Seg, Written};
+pub use ops::{causal_order, display_path, OpAction, PlacedOp, Seg, Written};
 pub use rules::judge;
 
 /// The authenticated user a batch comes from.

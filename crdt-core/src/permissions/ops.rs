@@ -154,7 +154,7 @@ impl PlacedOp {
 
 /// Orders changes so that every change comes after its dependencies within the set, breaking ties
 /// by hash, so the result does not depend on the order the changes arrived in.
-pub(crate) fn causal_order(mut changes: Vec<Change>) -> Vec<Change> {
+pub fn causal_order(mut changes: Vec<Change>) -> Vec<Change> {
     use std::collections::{BTreeSet, HashMap as Map};
     changes.sort_by_key(Change::hash);
     let index: Map<ChangeHash, usize> = changes
