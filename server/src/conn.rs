@@ -4,6 +4,12 @@
 //! Bad input closes only this connection, after an `error` message saying what was wrong: a frame
 //! that is not CBOR or not a known message, a text frame, a message before `join`, a frame over
 //! `--max-frame-bytes`. An invalid document id gets an `error` and the connection stays open.
+//!
+//! What one client may hold is bounded: connections per user (`--max-connections-per-user`,
+//! beyond it 429 before the upgrade), documents per connection (`--max-docs-per-connection`,
+//! beyond it an `error` per new document), and ephemeral messages per connection (a token
+//! bucket: `--ephemeral-per-second` sustained, `--ephemeral-burst` at once; beyond it they are
+//! dropped, counted, and the peer is told once).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +33,12 @@ use crate::AppState;
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
     pub max_frame_bytes: usize,
+    /// Most documents one connection may sync.
+    pub max_docs: usize,
+    /// Most open connections of one user.
+    pub max_connections_per_user: usize,
+    pub ephemeral_per_second: u32,
+    pub ephemeral_burst: u32,
     pub send_queue: usize,
     pub heartbeat: Duration,
     /// The server's storage id, announced in `peer`.
@@ -41,12 +53,49 @@ pub struct ConnConfig {
 #[derive(Default)]
 pub struct PeerRegistry {
     peers: Mutex<HashMap<(UserId, String), Claim>>,
+    /// Open connections per user (entries leave with their user's last connection).
+    open: Arc<Mutex<HashMap<UserId, usize>>>,
+}
+
+/// One open connection of a user, counted until it is dropped.
+pub struct OpenTicket {
+    open: Arc<Mutex<HashMap<UserId, usize>>>,
+    user: UserId,
+}
+
+impl Drop for OpenTicket {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap();
+        if let Some(n) = open.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Who holds a (user, peer id): the connection and the switch that ends it.
 type Claim = (u64, Arc<Killer>);
 
 impl PeerRegistry {
+    /// Counts a new connection of `user`; `None` when the user already has `max` open.
+    pub fn open(&self, user: &UserId, max: usize) -> Option<OpenTicket> {
+        let mut open = self.open.lock().unwrap();
+        let n = open.entry(user.clone()).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                open.remove(user);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(OpenTicket {
+            open: self.open.clone(),
+            user: user.clone(),
+        })
+    }
+
     fn claim(&self, peer_id: &str, conn_id: u64, user: &UserId, killer: Arc<Killer>) {
         let key = (user.clone(), peer_id.to_string());
         let old = self.peers.lock().unwrap().insert(key, (conn_id, killer));
@@ -78,6 +127,15 @@ pub async fn sync_ws(
         .keys
         .authenticate(&req)
         .map_err(ApiError::Unauthorized)?;
+    let max_open = state.conn.max_connections_per_user;
+    let Some(ticket) = state.registry.open(&user.user, max_open) else {
+        state.metrics.connections_refused.add(1);
+        tracing::info!(user = %user.user, "connection refused: too many open connections");
+        return Err(ApiError::TooMany(format!(
+            "user {} already has {max_open} open sync connections, the most allowed; close one first",
+            user.user
+        )));
+    };
     let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let max = state.conn.max_frame_bytes;
@@ -96,6 +154,9 @@ pub async fn sync_ws(
         killer: Arc::new(Killer::default()),
         peer: None,
         docs: HashSet::new(),
+        ephemeral: TokenBucket::new(state.conn.ephemeral_per_second, state.conn.ephemeral_burst),
+        told_ephemeral: false,
+        _ticket: ticket,
     };
     tracing::debug!(conn = conn.id, user = %conn.user.user, "connection opened");
     actix_web::rt::spawn(conn.run(session, stream));
@@ -157,6 +218,41 @@ struct Connection {
     killer: Arc<Killer>,
     peer: Option<PeerHandle>,
     docs: HashSet<DocumentId>,
+    ephemeral: TokenBucket,
+    /// The peer was told that its ephemeral messages are being dropped.
+    told_ephemeral: bool,
+    _ticket: OpenTicket,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Connection {
@@ -374,13 +470,26 @@ impl Connection {
                     request: false,
                 },
             ),
-            Message::Ephemeral(m) => (
-                parse(&m.document_id),
-                DocCmd::Ephemeral {
-                    from: peer.clone(),
-                    msg: m,
-                },
-            ),
+            Message::Ephemeral(m) => {
+                if !self.ephemeral.take(Instant::now()) {
+                    self.metrics.ephemeral_dropped.add(1);
+                    if !self.told_ephemeral {
+                        self.told_ephemeral = true;
+                        peer.send(&self.error_message(format!(
+                            "ephemeral messages over {} per second (bursts of {}) are dropped",
+                            self.config.ephemeral_per_second, self.config.ephemeral_burst
+                        )));
+                    }
+                    return Ok(());
+                }
+                (
+                    parse(&m.document_id),
+                    DocCmd::Ephemeral {
+                        from: peer.clone(),
+                        msg: m,
+                    },
+                )
+            }
             Message::Leave(_) => {
                 return Err(End::Close {
                     code: CloseCode::Normal,
@@ -402,7 +511,18 @@ impl Connection {
                 return Ok(());
             }
         };
-        self.docs.insert(id);
+        if !self.docs.contains(&id) {
+            if self.docs.len() >= self.config.max_docs {
+                self.metrics.documents_refused.add(1);
+                peer.send(&self.error_message(format!(
+                    "document {id}: not synced: this connection already syncs {} documents, the most \
+                     allowed; open another connection or leave some",
+                    self.config.max_docs
+                )));
+                return Ok(());
+            }
+            self.docs.insert(id);
+        }
         self.hub.send(id, cmd).await.map_err(|_| End::Close {
             code: CloseCode::Away,
             reason: "server shutting down".into(),

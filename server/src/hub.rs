@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{now_unix, AuthUser};
 use crate::durability::Durability;
 use crate::gate::{parse_chunks, refused_root, sanitize_heads, Gate};
+use crate::held::{Held, HeldLimits, NotHeld, PeerHeld};
 use crate::metrics::Metrics;
 use crate::store::{assemble, ChunkLedger, DocStore, StoreError};
 
@@ -50,6 +51,10 @@ pub struct HubConfig {
     pub check_writes: bool,
     /// Most absent documents one connection may wait on.
     pub max_waiting_per_conn: usize,
+    /// Bounds of the changes held until their dependencies arrive.
+    pub held: HeldLimits,
+    /// Most refused changes kept in the quarantine for one user.
+    pub max_quarantine_per_user: usize,
 }
 
 impl Default for HubConfig {
@@ -62,6 +67,8 @@ impl Default for HubConfig {
             max_batch: 512,
             check_writes: true,
             max_waiting_per_conn: 10_000,
+            held: HeldLimits::default(),
+            max_quarantine_per_user: crate::gate::MAX_QUARANTINE_PER_USER,
         }
     }
 }
@@ -76,6 +83,8 @@ pub struct PeerHandle {
     out: mpsc::Sender<Vec<u8>>,
     kill: Arc<Killer>,
     metrics: Arc<Metrics>,
+    /// What this connection has held, over all its documents.
+    pub(crate) held: Arc<PeerHeld>,
 }
 
 /// Ends a connection from outside its task, with a reason it reports to the client.
@@ -119,6 +128,7 @@ impl PeerHandle {
             out,
             kill,
             metrics,
+            held: Arc::default(),
         }
     }
 
@@ -225,9 +235,6 @@ fn claimed_district(doc: &Automerge, changes: &[automerge::Change]) -> Option<Ub
     DocumentHeader::read(&scratch).ok().map(|h| h.district)
 }
 
-/// Most changes a document holds while their dependencies are missing.
-const MAX_PENDING: usize = 10_000;
-
 /// Meta table of seal records, keyed by document id bytes.
 pub const SEALS: &str = "seals";
 
@@ -318,6 +325,10 @@ impl Hub {
         actor: ActorId,
         runtime: tokio::runtime::Handle,
     ) -> Self {
+        let gate = Gate::with_limits(
+            crate::gate::MAX_CACHED_BINDINGS,
+            config.max_quarantine_per_user,
+        );
         Hub(Arc::new(Inner {
             store,
             durability,
@@ -329,7 +340,7 @@ impl Hub {
             tracker: TaskTracker::new(),
             runtime,
             stopping: AtomicBool::new(false),
-            gate: Gate::new(),
+            gate,
             waiting: Mutex::new(Waiting::default()),
             waiters: AtomicUsize::new(0),
             events: tokio::sync::broadcast::channel(1024).0,
@@ -667,7 +678,7 @@ struct DocTask {
     rejected: HashMap<ChangeHash, Vec<ChangeHash>>,
     /// Changes whose dependencies have not arrived yet, with the peer that sent them; judged as
     /// soon as the dependencies land (automerge itself would queue them, unjudged).
-    pending: HashMap<ChangeHash, (automerge::Change, PeerHandle)>,
+    pending: Held,
     /// Rejections to announce once the batch is durable.
     announce: Vec<(PeerHandle, String)>,
     /// The batch wrote to the store's side tables (quarantine): wait for durability even when
@@ -682,6 +693,7 @@ impl DocTask {
         peers_gauge: Arc<AtomicUsize>,
         own_tx: mpsc::Sender<DocCmd>,
     ) -> Self {
+        let (held_limits, metrics) = (hub.0.config.held.clone(), hub.0.metrics.clone());
         Self {
             hub,
             id,
@@ -693,7 +705,7 @@ impl DocTask {
             peers: HashMap::new(),
             header: None,
             rejected: HashMap::new(),
-            pending: HashMap::new(),
+            pending: Held::new(held_limits, metrics),
             announce: Vec::new(),
             wrote_meta: false,
         }
@@ -752,6 +764,15 @@ impl DocTask {
                         rx.close();
                         unloading = true;
                         rx.recv().await
+                    }
+                }
+            } else if let Some(due) = self.pending.next_expiry() {
+                // Held changes expire even when no message comes.
+                match tokio::time::timeout_at(due.into(), rx.recv()).await {
+                    Ok(cmd) => cmd,
+                    Err(_) => {
+                        self.pending.expire(Instant::now());
+                        continue;
                     }
                 }
             } else {
@@ -836,6 +857,9 @@ impl DocTask {
         let mut snapshot_replies = Vec::new();
         let mut indexed = Vec::new();
         let had_header = self.header.is_some();
+        if !self.pending.is_empty() {
+            self.pending.expire(started);
+        }
         for cmd in batch {
             match cmd {
                 DocCmd::Sync {
@@ -910,7 +934,7 @@ impl DocTask {
                             rejected
                                 .get(h)
                                 .cloned()
-                                .or_else(|| pending.get(h).map(|(c, _)| c.deps().to_vec()))
+                                .or_else(|| pending.get(h).map(|p| p.change.deps().to_vec()))
                         };
                         if let Some(clean) = sanitize_heads(&theirs, substitute, &self.doc) {
                             entry.state.their_heads = Some(clean);
@@ -938,6 +962,8 @@ impl DocTask {
                 }
                 DocCmd::Leave { conn_id } => {
                     self.peers.remove(&conn_id);
+                    // Nothing held was acknowledged: the phone sends it again when it is back.
+                    self.pending.drop_peer(conn_id);
                     touched.remove(&conn_id);
                     // A batch that raced the connection's close may have parked it as a waiter.
                     self.hub.take_waiter(self.id, conn_id);
@@ -1166,30 +1192,23 @@ impl DocTask {
         if !self.judge(peer, changes) {
             return false;
         }
-        // Held changes whose dependencies have now landed are judged too, as their senders.
+        // Held changes whose dependencies have now landed are judged too, as their senders' (each
+        // sender's ready changes as one batch).
         while !self.pending.is_empty() {
-            let ready: Vec<(automerge::Change, PeerHandle)> = self
-                .pending
-                .values()
-                .filter(|(c, _)| {
-                    c.deps()
-                        .iter()
-                        .all(|d| automerge::ReadDoc::get_change_by_hash(&self.doc, d).is_some())
-                })
-                .cloned()
-                .collect();
+            let ready = self.pending.take_ready(&self.doc);
             if ready.is_empty() {
                 break;
             }
-            let before = self.pending.len();
-            for (c, _) in &ready {
-                self.pending.remove(&c.hash());
-            }
+            let mut by_sender: HashMap<u64, (PeerHandle, Vec<automerge::Change>)> = HashMap::new();
             for (c, sender) in ready {
-                self.judge(&sender, vec![c]);
+                by_sender
+                    .entry(sender.conn_id)
+                    .or_insert_with(|| (sender, Vec::new()))
+                    .1
+                    .push(c);
             }
-            if self.pending.len() >= before {
-                break;
+            for (_, (sender, changes)) in by_sender {
+                self.judge(&sender, changes);
             }
         }
         true
@@ -1247,12 +1266,60 @@ impl DocTask {
                 return false;
             }
         };
+        let mut not_held = None;
+        let mut dropped = 0;
         for c in admission.held {
-            if self.pending.len() < MAX_PENDING {
-                self.pending.insert(c.hash(), (c, peer.clone()));
-            } else {
-                tracing::warn!(doc.id = %self.id, "too many changes waiting for dependencies; dropping one");
+            if let Err(why) = self.pending.hold(c, peer) {
+                not_held = Some(why);
+                dropped += 1;
             }
+        }
+        if let Some(why) = not_held {
+            let limits = &inner.config.held;
+            let (whose, changes, bytes) = match why {
+                NotHeld::DocumentFull => (
+                    "this document",
+                    limits.per_doc_changes,
+                    limits.per_doc_bytes,
+                ),
+                NotHeld::PeerFull => (
+                    "this connection",
+                    limits.per_peer_changes,
+                    limits.per_peer_bytes,
+                ),
+            };
+            tracing::info!(doc.id = %self.id, user = %peer.user.user, dropped, "held changes over the limit");
+            peer.send_error(
+                self.server_id(),
+                format!(
+                    "document {}: {dropped} changes not kept: their dependencies have not arrived and \
+                     {whose} already holds the most changes waiting for theirs ({changes} changes, \
+                     {bytes} bytes); send their dependencies first",
+                    self.id
+                ),
+            );
+        }
+        if let Some(first) = admission.unrecorded.first() {
+            inner
+                .metrics
+                .changes_unrecorded
+                .add(admission.unrecorded.len() as u64);
+            tracing::warn!(doc.id = %self.id, user = %peer.user.user, refused = admission.unrecorded.len(), "quarantine limit reached; refused changes not kept");
+            peer.send_error(
+                self.server_id(),
+                format!(
+                    "document {}: change {first} refused and not kept{}: user {} already has {} refused \
+                     changes in the quarantine, the most the server keeps for one user; nothing of it \
+                     was stored",
+                    self.id,
+                    match admission.unrecorded.len() {
+                        1 => String::new(),
+                        n => format!(" (and {} more)", n - 1),
+                    },
+                    peer.user.user,
+                    inner.config.max_quarantine_per_user
+                ),
+            );
         }
         if let Some(doc) = admission.doc {
             self.doc = doc;

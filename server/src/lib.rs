@@ -10,6 +10,7 @@ pub mod auth;
 pub mod conn;
 pub mod durability;
 pub mod error;
+pub mod held;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -44,6 +45,12 @@ pub struct ServeConfig {
     pub max_loaded_docs: usize,
     pub max_waiting_docs: usize,
     pub max_frame_bytes: usize,
+    pub max_docs_per_connection: usize,
+    pub max_connections_per_user: usize,
+    pub ephemeral_per_second: u32,
+    pub ephemeral_burst: u32,
+    pub held: crate::held::HeldLimits,
+    pub max_quarantine_per_user: usize,
     pub send_queue: usize,
     pub heartbeat: Duration,
     pub workers: usize,
@@ -121,6 +128,8 @@ pub async fn run(
             max_loaded_docs: config.max_loaded_docs,
             max_waiting_per_conn: config.max_waiting_docs,
             check_writes: !(cfg!(feature = "bench-unchecked") && config.skip_write_checks),
+            held: config.held.clone(),
+            max_quarantine_per_user: config.max_quarantine_per_user,
             ..HubConfig::default()
         },
         actor,
@@ -134,6 +143,10 @@ pub async fn run(
         metrics,
         conn: ConnConfig {
             max_frame_bytes: config.max_frame_bytes,
+            max_docs: config.max_docs_per_connection,
+            max_connections_per_user: config.max_connections_per_user,
+            ephemeral_per_second: config.ephemeral_per_second,
+            ephemeral_burst: config.ephemeral_burst,
             send_queue: config.send_queue,
             heartbeat: config.heartbeat,
             storage_id,

@@ -89,6 +89,33 @@ struct ServeArgs {
     /// absent document gets it as soon as it appears); beyond it the peer gets an `error`.
     #[arg(long, env = "MINKA_MAX_WAITING_DOCS", default_value_t = 10_000)]
     max_waiting_docs: usize,
+    /// Most documents one connection may sync; beyond it the peer gets an `error` for each new one.
+    #[arg(long, env = "MINKA_MAX_DOCS_PER_CONNECTION", default_value_t = 10_000)]
+    max_docs_per_connection: usize,
+    /// Most open sync connections of one user; beyond it `/sync` answers 429.
+    #[arg(long, env = "MINKA_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    max_connections_per_user: usize,
+    /// Ephemeral messages one connection may send per second (sustained); beyond it they are
+    /// dropped and counted.
+    #[arg(long, env = "MINKA_EPHEMERAL_PER_SECOND", default_value_t = 20)]
+    ephemeral_per_second: u32,
+    /// Ephemeral messages one connection may send in a burst.
+    #[arg(long, env = "MINKA_EPHEMERAL_BURST", default_value_t = 100)]
+    ephemeral_burst: u32,
+    /// Most changes held while their dependencies are missing, per document and per connection.
+    #[arg(long, env = "MINKA_MAX_HELD_CHANGES", default_value_t = 1_000)]
+    max_held_changes: usize,
+    /// Most bytes of changes held while their dependencies are missing, per document and per
+    /// connection.
+    #[arg(long, env = "MINKA_MAX_HELD_BYTES", default_value_t = 8 * 1024 * 1024)]
+    max_held_bytes: usize,
+    /// Seconds a change may wait for its dependencies before it is dropped.
+    #[arg(long, env = "MINKA_HELD_TTL_SECS", default_value_t = 600)]
+    held_ttl_secs: u64,
+    /// Most refused changes kept in the quarantine for one user; beyond it their refused changes
+    /// are refused without being kept.
+    #[arg(long, env = "MINKA_MAX_QUARANTINE_PER_USER", default_value_t = 10_000)]
+    max_quarantine_per_user: usize,
     /// Largest WebSocket message accepted.
     #[arg(long, env = "MINKA_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_frame_bytes: usize,
@@ -288,6 +315,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_loaded_docs: args.max_loaded_docs,
         max_waiting_docs: args.max_waiting_docs,
         max_frame_bytes: args.max_frame_bytes,
+        max_docs_per_connection: args.max_docs_per_connection,
+        max_connections_per_user: args.max_connections_per_user,
+        ephemeral_per_second: args.ephemeral_per_second,
+        ephemeral_burst: args.ephemeral_burst,
+        held: minka_server::held::HeldLimits {
+            per_doc_changes: args.max_held_changes,
+            per_doc_bytes: args.max_held_bytes,
+            per_peer_changes: args.max_held_changes,
+            per_peer_bytes: args.max_held_bytes,
+            ttl: Duration::from_secs(args.held_ttl_secs.max(1)),
+        },
+        max_quarantine_per_user: args.max_quarantine_per_user,
         send_queue: args.send_queue,
         heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
         workers: args.workers,

@@ -110,6 +110,14 @@ pub struct Metrics {
     pub compactions: Counter,
     pub waiting_peers: Gauge,
     pub fsync_failures: Counter,
+    pub held_changes: Gauge,
+    pub held_dropped_limit: Counter,
+    pub held_dropped_expired: Counter,
+    pub held_dropped_left: Counter,
+    pub changes_unrecorded: Counter,
+    pub ephemeral_dropped: Counter,
+    pub connections_refused: Counter,
+    pub documents_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -133,6 +141,14 @@ impl Default for Metrics {
             compactions: Counter::default(),
             waiting_peers: Gauge::default(),
             fsync_failures: Counter::default(),
+            held_changes: Gauge::default(),
+            held_dropped_limit: Counter::default(),
+            held_dropped_expired: Counter::default(),
+            held_dropped_left: Counter::default(),
+            changes_unrecorded: Counter::default(),
+            ephemeral_dropped: Counter::default(),
+            connections_refused: Counter::default(),
+            documents_refused: Counter::default(),
         }
     }
 }
@@ -231,6 +247,52 @@ impl Metrics {
             "Failed group commits (after one the server acknowledges nothing more and exits).",
             self.fsync_failures.get(),
         );
+        scalar(
+            "minka_held_changes",
+            "gauge",
+            "Changes held until their dependencies arrive.",
+            self.held_changes.get(),
+        );
+        scalar(
+            "minka_changes_unrecorded_total",
+            "counter",
+            "Refused changes not kept: their user has the most quarantine entries kept per user.",
+            self.changes_unrecorded.get(),
+        );
+        scalar(
+            "minka_ephemeral_dropped_total",
+            "counter",
+            "Ephemeral messages dropped by the per-connection rate limit.",
+            self.ephemeral_dropped.get(),
+        );
+        scalar(
+            "minka_connections_refused_total",
+            "counter",
+            "Connections refused (HTTP 429) because their user has the most connections allowed.",
+            self.connections_refused.get(),
+        );
+        scalar(
+            "minka_documents_refused_total",
+            "counter",
+            "Messages refused because their connection already syncs the most documents allowed.",
+            self.documents_refused.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP minka_held_changes_dropped_total Held changes dropped, by reason.\n\
+             # TYPE minka_held_changes_dropped_total counter"
+        );
+        for (reason, c) in [
+            ("limit", &self.held_dropped_limit),
+            ("expired", &self.held_dropped_expired),
+            ("peer_left", &self.held_dropped_left),
+        ] {
+            let _ = writeln!(
+                out,
+                "minka_held_changes_dropped_total{{reason=\"{reason}\"}} {}",
+                c.get()
+            );
+        }
         self.batch_messages.render(
             &mut out,
             "minka_batch_messages",

@@ -111,6 +111,11 @@ impl TestServer {
         })
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The value of an unlabelled metric from `GET /metrics` (read with an admin token).
     pub fn metric(&self, name: &str) -> Result<f64> {
         let t = token("u-metrics", &["admin"], "*");
@@ -568,5 +573,22 @@ struct OneDoc<'a>(DocumentId, &'a mut Automerge);
 impl Documents for OneDoc<'_> {
     fn get_mut(&mut self, id: &DocumentId) -> Option<&mut Automerge> {
         (*id == self.0).then_some(&mut *self.1)
+    }
+}
+
+/// Polls a metric of `server` until `ok` holds or `limit` passes; returns the last value.
+pub async fn wait_metric(
+    server: &TestServer,
+    name: &str,
+    limit: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let v = server.metric(name).unwrap();
+        if ok(v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -12,30 +12,13 @@ use common::{append_description, proposal};
 use crdt_core::wire::{EphemeralMessage, Message};
 use crdt_core::{DocumentId, Ubigeo};
 use futures_util::future::join_all;
-use minka_tests::harness::{token, Event, ProtoClient, TestServer};
+use minka_tests::harness::{token, wait_metric, Event, ProtoClient, TestServer};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const MAX_LOADED: f64 = 5.0;
 
 fn comas_leader(sub: &str) -> String {
     token(sub, &["leader"], "150110")
-}
-
-/// Polls a metric until `ok` holds or `limit` passes; returns the last value.
-async fn wait_metric(
-    server: &TestServer,
-    name: &str,
-    limit: Duration,
-    ok: impl Fn(f64) -> bool,
-) -> f64 {
-    let deadline = Instant::now() + limit;
-    loop {
-        let v = server.metric(name).unwrap();
-        if ok(v) || Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Closes a client with a WebSocket close handshake.
@@ -183,7 +166,8 @@ async fn idle_documents_beyond_max_loaded_docs_are_unloaded_when_their_last_peer
 async fn many_idle_connections_are_accepted_counted_and_released() {
     const N: usize = 200;
     let server = TestServer::start().unwrap();
-    let url = server.ws_url(&comas_leader("u-idle"));
+    // One connection per user: a user may hold at most `--max-connections-per-user` (16).
+    let url = |batch: usize, i: usize| server.ws_url(&comas_leader(&format!("u-idle-{batch}-{i}")));
 
     // A client that keeps syncing throughout.
     let mut busy = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-busy")
@@ -196,7 +180,7 @@ async fn many_idle_connections_are_accepted_counted_and_released() {
     let mut idle = Vec::with_capacity(N);
     for batch in 0..N / 50 {
         let connects = (0..50).map(|i| {
-            let url = url.clone();
+            let url = url(batch, i);
             async move { ProtoClient::connect(&url, &format!("peer-idle-{batch}-{i}")).await }
         });
         for c in join_all(connects).await {

@@ -425,7 +425,7 @@ async fn cut_connections_and_a_killed_server_lose_nothing_acknowledged() -> Resu
         }
     });
     a.connect(&proxy.url(), &ta)?;
-    wait_for("three cut sessions", Duration::from_secs(30), || {
+    wait_for("three cut sessions", Duration::from_secs(60), || {
         proxy.cuts.load(Ordering::SeqCst) >= 3
     })
     .await?;
