@@ -847,7 +847,8 @@ impl DocTask {
                         self.unavailable(&peer);
                         continue;
                     }
-                    let mut msg = match sync::Message::decode(&data) {
+                    let decoded = sync::Message::decode(&data).map_err(|e| e.to_string());
+                    let mut msg = match decoded.and_then(crate::sync_limits::checked) {
                         Ok(m) => m,
                         Err(e) => {
                             peer.send_error(
@@ -938,6 +939,8 @@ impl DocTask {
                 }
                 DocCmd::Leave { conn_id } => {
                     self.peers.remove(&conn_id);
+                    // Changes it sent that still wait for their dependencies leave with it.
+                    self.pending.retain(|_, (_, p)| p.conn_id != conn_id);
                     touched.remove(&conn_id);
                     // A batch that raced the connection's close may have parked it as a waiter.
                     self.hub.take_waiter(self.id, conn_id);
