@@ -99,6 +99,12 @@ impl AuthUser {
     }
 }
 
+/// Longest token accepted (a real one is a few hundred bytes).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Furthest expiry honoured (100 years); a later `exp` counts as this.
+pub const MAX_EXP_AHEAD: u64 = 100 * 365 * 24 * 3600;
+
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -145,17 +151,52 @@ impl JwtKeys {
     }
 
     /// Verifies a token and turns its claims into an [`AuthUser`].
+    ///
+    /// Only HS256 with the configured secret is accepted: the header's algorithm is checked before
+    /// anything else, so `alg: none` and asymmetric algorithms (RS256/ES256 "signed" with the
+    /// HMAC secret or any other key) are refused with a message saying so.
     pub fn verify(&self, token: &str) -> Result<AuthUser, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Invalid(format!(
+                "token is {} bytes; at most {MAX_TOKEN_BYTES} are accepted",
+                token.len()
+            )));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            AuthError::Invalid(
+                "malformed token header or an algorithm other than HS256 (e.g. `none`); only HS256 tokens are accepted"
+                    .into(),
+            )
+        })?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::Invalid(format!(
+                "token algorithm {:?} is not accepted; only HS256",
+                header.alg
+            )));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::Invalid(format!("missing claim `{c}`"))
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::MissingRequiredClaim(c) => {
+                        AuthError::Invalid(format!("missing claim `{c}`"))
+                    }
+                    ErrorKind::InvalidClaimFormat(c) => {
+                        AuthError::Invalid(format!("claim `{c}` has the wrong type"))
+                    }
+                    ErrorKind::InvalidSignature => {
+                        AuthError::Invalid("signature does not match".into())
+                    }
+                    // Only after the signature checked out: the claims are the issuer's.
+                    ErrorKind::Json(j) => AuthError::Invalid(format!(
+                        "claims must include sub, name, roles, district, exp, iat (text, text, a list of text, text, integer seconds, integer seconds): {j}"
+                    )),
+                    ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
+                        AuthError::Invalid("malformed token".into())
+                    }
+                    other => AuthError::Invalid(format!("{other:?}")),
                 }
-                jsonwebtoken::errors::ErrorKind::Json(_) => AuthError::Invalid(
-                    "claims must include sub, name, roles, district, exp, iat".into(),
-                ),
-                other => AuthError::Invalid(format!("{other:?}")),
             })?;
         let c = data.claims;
         let user = UserId::new(c.sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
@@ -174,7 +215,9 @@ impl JwtKeys {
             name: c.name,
             roles,
             district,
-            exp: c.exp,
+            // A far-future expiry is kept far but finite, so timers that add it to "now" (the
+            // connection's expiry, the event stream's) cannot overflow.
+            exp: c.exp.min(now_unix().saturating_add(MAX_EXP_AHEAD)),
         })
     }
 
@@ -297,6 +340,27 @@ mod tests {
             serde_json::json!({"sub": "u-1", "name": "x", "roles": ["leader"], "district": "040101", "exp": exp, "iat": now_unix()}),
         );
         assert!(matches!(keys.verify(&t), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn refuses_other_algorithms_and_clamps_a_far_expiry() {
+        let secret = "0123456789abcdef0123";
+        let keys = JwtKeys::new(&JwtSecret::new(secret));
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims(now_unix() + 60),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            keys.verify(&t),
+            Err(AuthError::Invalid(
+                "token algorithm HS512 is not accepted; only HS256".into()
+            ))
+        );
+        let far = keys.verify(&keys.mint(&claims(u64::MAX))).unwrap();
+        assert!(far.exp <= now_unix() + MAX_EXP_AHEAD);
+        assert!(far.exp > now_unix() + MAX_EXP_AHEAD - 60);
     }
 
     #[test]

@@ -193,6 +193,10 @@ impl End {
     }
 }
 
+/// Longest peer id a `join` may announce (automerge-repo's are a few dozen bytes); it is kept
+/// for the connection's life and echoed in every message to the peer.
+const MAX_PEER_ID_BYTES: usize = 256;
+
 /// How long the `error` and close frames may take to leave before a connection is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -422,6 +426,12 @@ impl Connection {
                 return Err(End::bad_input(format!(
                     "unsupported protocol versions {:?}; this server speaks \"1\"",
                     join.supported_protocol_versions
+                )));
+            }
+            if join.sender_id.len() > MAX_PEER_ID_BYTES {
+                return Err(End::bad_input(format!(
+                    "peer id of {} bytes; at most {MAX_PEER_ID_BYTES} are accepted",
+                    join.sender_id.len()
                 )));
             }
             self.registry.claim(

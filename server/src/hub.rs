@@ -871,7 +871,8 @@ impl DocTask {
                         self.unavailable(&peer);
                         continue;
                     }
-                    let mut msg = match sync::Message::decode(&data) {
+                    let decoded = sync::Message::decode(&data).map_err(|e| e.to_string());
+                    let mut msg = match decoded.and_then(crate::sync_limits::checked) {
                         Ok(m) => m,
                         Err(e) => {
                             peer.send_error(

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod metrics;
 pub mod review;
 pub mod store;
+pub mod sync_limits;
 pub mod tools;
 pub mod ui;
 
