@@ -9,7 +9,10 @@
 //! beyond it 429 before the upgrade), documents per connection (`--max-docs-per-connection`,
 //! beyond it an `error` per new document), and ephemeral messages per connection (a token
 //! bucket: `--ephemeral-per-second` sustained, `--ephemeral-burst` at once; beyond it they are
-//! dropped, counted, and the peer is told once).
+//! dropped, counted, and the peer is told once). `sync` and `request` messages are paced, not
+//! dropped: a connection that spends more than `--sync-burst` units (one per message, one more per
+//! 16 KiB) faster than `--sync-per-second` is not read until it is back within budget, so one
+//! client cannot keep the documents it shares with others busy.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +42,9 @@ pub struct ConnConfig {
     pub max_connections_per_user: usize,
     pub ephemeral_per_second: u32,
     pub ephemeral_burst: u32,
+    /// `sync`/`request` messages per second a connection is read at once over its burst.
+    pub sync_per_second: u32,
+    pub sync_burst: u32,
     pub send_queue: usize,
     pub heartbeat: Duration,
     /// The server's storage id, announced in `peer`.
@@ -155,6 +161,7 @@ pub async fn sync_ws(
         peer: None,
         docs: HashSet::new(),
         ephemeral: TokenBucket::new(state.conn.ephemeral_per_second, state.conn.ephemeral_burst),
+        sync_budget: TokenBucket::new(state.conn.sync_per_second, state.conn.sync_burst),
         told_ephemeral: false,
         _ticket: ticket,
     };
@@ -223,6 +230,8 @@ struct Connection {
     peer: Option<PeerHandle>,
     docs: HashSet<DocumentId>,
     ephemeral: TokenBucket,
+    /// `sync` and `request` messages: beyond it the connection is read more slowly.
+    sync_budget: TokenBucket,
     /// The peer was told that its ephemeral messages are being dropped.
     told_ephemeral: bool,
     _ticket: OpenTicket,
@@ -246,10 +255,26 @@ impl TokenBucket {
         }
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.at = now;
+    }
+
+    /// Spends `cost` tokens even when there are not enough (see [`Self::deficit`]).
+    fn charge(&mut self, cost: f64, now: Instant) {
+        self.refill(now);
+        self.tokens -= cost;
+    }
+
+    /// How long until the bucket is out of debt, if it is in debt.
+    fn deficit(&self) -> Option<Duration> {
+        (self.tokens < 0.0 && self.rate > 0.0)
+            .then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -271,6 +296,12 @@ impl Connection {
         let expiry = tokio::time::sleep(expires_in);
         tokio::pin!(expiry);
         let kill = self.killer.token().clone();
+        // While the connection has spent more than its sync budget, its socket is not read (the
+        // client is slowed by TCP backpressure; nothing it sent is dropped), but pings and what
+        // the server sends it keep going.
+        let throttle = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(throttle);
+        let mut throttled = false;
 
         let end = loop {
             tokio::select! {
@@ -303,7 +334,8 @@ impl Connection {
                         Sent::Stalled => break End::not_reading(),
                     }
                 }
-                msg = stream.recv() => {
+                _ = &mut throttle, if throttled => throttled = false,
+                msg = stream.recv(), if !throttled => {
                     last_seen = Instant::now();
                     match msg {
                         None => break End::Gone,
@@ -315,6 +347,11 @@ impl Connection {
                             self.metrics.bytes_in.add(bytes.len() as u64);
                             self.metrics.messages_in.add(1);
                             if let Err(end) = self.handle_frame(&bytes, &out_tx).await { break end; }
+                            if let Some(wait) = self.sync_budget.deficit() {
+                                self.metrics.sync_throttled.add(1);
+                                throttle.as_mut().reset(tokio::time::Instant::now() + wait);
+                                throttled = true;
+                            }
                         }
                         Some(Ok(AggregatedMessage::Text(_))) => break End::bad_input("text frames are not part of the protocol; send binary CBOR"),
                         Some(Ok(AggregatedMessage::Ping(p))) => match self.guarded(session.pong(&p), &kill).await {
@@ -462,6 +499,11 @@ impl Connection {
             doc.parse::<DocumentId>()
                 .map_err(|e| format!("invalid document id {doc:?}: {e}"))
         };
+        if matches!(msg, Message::Sync(_) | Message::Request(_)) {
+            // A message costs one unit, and one more per 16 KiB.
+            let cost = 1.0 + bytes.len() as f64 / 16_384.0;
+            self.sync_budget.charge(cost, Instant::now());
+        }
         let (id, cmd) = match msg {
             Message::Join(_) => return Err(End::bad_input("`join` sent twice on one connection")),
             Message::Request(m) => (

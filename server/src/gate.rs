@@ -512,6 +512,19 @@ impl Gate {
             out.unchecked = candidates;
             return Ok(out);
         } else {
+            // Changes whose parents are neither in the document nor judgeable in this batch wait,
+            // unjudged: a peer flooding changes with missing parents costs hash lookups only.
+            let held_back = holds_back(doc, &candidates);
+            if !held_back.is_empty() {
+                let (ready, waiting): (Vec<Change>, Vec<Change>) = candidates
+                    .into_iter()
+                    .partition(|c| !held_back.contains(&c.hash()));
+                out.held.extend(waiting);
+                candidates = ready;
+                if candidates.is_empty() {
+                    return Ok(out);
+                }
+            }
             // Fast path: the whole batch at once.
             let (decision, after) = check_and_apply(&principal, doc, &candidates);
             match decision {
@@ -527,16 +540,8 @@ impl Gate {
                     // not n judgements each on a full copy of the document.
                     let mut current = doc.clone();
                     let mut any = false;
-                    let held = holds_back(doc, &candidates);
-                    let mut held_here: HashSet<ChangeHash> = HashSet::new();
-                    let (ready, waiting): (Vec<Change>, Vec<Change>) = candidates
-                        .into_iter()
-                        .partition(|c| !held.contains(&c.hash()));
-                    for c in waiting {
-                        held_here.insert(c.hash());
-                        out.held.push(c);
-                    }
-                    let mut parts: VecDeque<Vec<Change>> = VecDeque::from([ready]);
+                    let mut held_here = held_back;
+                    let mut parts: VecDeque<Vec<Change>> = VecDeque::from([candidates]);
                     while let Some(part) = parts.pop_front() {
                         let mut judged = Vec::with_capacity(part.len());
                         for c in part {

@@ -102,6 +102,13 @@ struct ServeArgs {
     /// Ephemeral messages one connection may send in a burst.
     #[arg(long, env = "MINKA_EPHEMERAL_BURST", default_value_t = 100)]
     ephemeral_burst: u32,
+    /// `sync`/`request` messages per second one connection is read at (one unit per message and
+    /// one more per 16 KiB) once it has spent its burst; beyond it the server reads it more slowly.
+    #[arg(long, env = "MINKA_SYNC_PER_SECOND", default_value_t = 500)]
+    sync_per_second: u32,
+    /// `sync`/`request` units one connection may send at once.
+    #[arg(long, env = "MINKA_SYNC_BURST", default_value_t = 2_000)]
+    sync_burst: u32,
     /// Most changes held while their dependencies are missing, per document and per connection.
     #[arg(long, env = "MINKA_MAX_HELD_CHANGES", default_value_t = 1_000)]
     max_held_changes: usize,
@@ -319,6 +326,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections_per_user: args.max_connections_per_user,
         ephemeral_per_second: args.ephemeral_per_second,
         ephemeral_burst: args.ephemeral_burst,
+        sync_per_second: args.sync_per_second,
+        sync_burst: args.sync_burst,
         held: minka_server::held::HeldLimits {
             per_doc_changes: args.max_held_changes,
             per_doc_bytes: args.max_held_bytes,

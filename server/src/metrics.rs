@@ -116,6 +116,7 @@ pub struct Metrics {
     pub held_dropped_left: Counter,
     pub changes_unrecorded: Counter,
     pub ephemeral_dropped: Counter,
+    pub sync_throttled: Counter,
     pub connections_refused: Counter,
     pub documents_refused: Counter,
 }
@@ -147,6 +148,7 @@ impl Default for Metrics {
             held_dropped_left: Counter::default(),
             changes_unrecorded: Counter::default(),
             ephemeral_dropped: Counter::default(),
+            sync_throttled: Counter::default(),
             connections_refused: Counter::default(),
             documents_refused: Counter::default(),
         }
@@ -264,6 +266,12 @@ impl Metrics {
             "counter",
             "Ephemeral messages dropped by the per-connection rate limit.",
             self.ephemeral_dropped.get(),
+        );
+        scalar(
+            "minka_sync_throttled_total",
+            "counter",
+            "Times a connection was read more slowly for sending sync messages over its budget.",
+            self.sync_throttled.get(),
         );
         scalar(
             "minka_connections_refused_total",

@@ -574,7 +574,9 @@ async fn changes_whose_dependencies_never_arrive_are_held_then_dropped_with_thei
         "a held change must not be applied"
     );
 
-    // 2,000 more held changes, each on a dependency that never comes: the good client is unaffected.
+    // 2,000 more held changes, each on a dependency that never comes: the good client is
+    // unaffected; the server holds up to its limit (1,000 per document and per connection) and
+    // says the rest were not kept.
     let mut flood = Vec::new();
     let mut far = fork(&base);
     append_description(&mut far, " — nunca llega");
@@ -595,7 +597,23 @@ async fn changes_whose_dependencies_never_arrive_are_held_then_dropped_with_thei
             .unwrap();
         good.still_syncs().await;
     }
-    no_error_or_close(&drain(&mut holder, Duration::from_millis(500)).await);
+    let told = drain(&mut holder, Duration::from_millis(500)).await;
+    assert!(
+        told.iter().all(|e| match e {
+            Event::Message(Message::Error(e)) => e.message.contains("changes not kept"),
+            Event::Closed(_) => false,
+            _ => true,
+        }),
+        "only 'not kept' errors, no close: {:?}",
+        told.iter()
+            .filter(|e| !matches!(e, Event::Message(Message::Sync(_))))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        told.iter()
+            .any(|e| matches!(e, Event::Message(Message::Error(_)))),
+        "the changes over the limit are reported"
+    );
 
     // The holder leaves. Its first change arrives later from another connection: the held
     // change it carried left with its sender and is not applied now.

@@ -435,6 +435,8 @@ async fn ten_thousand_requests_on_one_connection_are_bounded() {
         "2000",
         "--max-loaded-docs",
         "100",
+        "--sync-per-second",
+        "5000",
     ])
     .unwrap();
     let (mut ana, id, mut doc) = well_behaved(&server).await;
@@ -507,4 +509,51 @@ async fn ten_thousand_requests_on_one_connection_are_bounded() {
     still_syncs(&mut ana, id, &mut doc, " — después").await;
     let (status, _) = server.http_get("/healthz", None).unwrap();
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn sync_messages_over_the_budget_are_paced_not_dropped() {
+    const SENT: usize = 400;
+    let server =
+        TestServer::start_with(&["--sync-per-second", "200", "--sync-burst", "50"]).unwrap();
+    let (mut ana, id, mut doc) = well_behaved(&server).await;
+    let mut flood = ProtoClient::connect(&server.ws_url(&comas_leader("u-flood")), "peer-flood")
+        .await
+        .unwrap();
+    let server_peer = flood.server_peer_id.clone();
+    let empty = Automerge::new()
+        .generate_sync_message(&mut sync::State::new())
+        .unwrap()
+        .encode();
+    let started = Instant::now();
+    for _ in 0..SENT {
+        flood
+            .send(&Message::Request(RequestMessage {
+                sender_id: "peer-flood".into(),
+                target_id: server_peer.clone(),
+                document_id: DocumentId::random().to_string(),
+                data: empty.clone(),
+            }))
+            .await
+            .unwrap();
+    }
+    // Every request is answered (`doc-unavailable`): paced, none dropped.
+    let mut answered = 0;
+    while answered < SENT {
+        match flood.next(Duration::from_secs(10)).await.unwrap() {
+            Some(Event::Message(Message::DocUnavailable(_))) => answered += 1,
+            Some(Event::Closed(r)) => panic!("closed: {r:?}"),
+            Some(_) => {}
+            None => panic!("only {answered} of {SENT} requests answered"),
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    // 50 at once, then 200 a second: the server cannot have read them all sooner.
+    let least = (SENT - 50) as f64 / 200.0;
+    assert!(
+        took >= least * 0.95,
+        "{SENT} requests answered in {took:.2}s; the budget allows no less than {least:.2}s"
+    );
+    assert!(server.metric("minka_sync_throttled_total").unwrap() >= 1.0);
+    still_syncs(&mut ana, id, &mut doc, " — a su ritmo").await;
 }
