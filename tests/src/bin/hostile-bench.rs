@@ -415,7 +415,17 @@ type Sink = futures_util::stream::SplitSink<
 
 /// A joined raw connection whose incoming frames are read (and dropped) by a task, so the server
 /// never sees it as a client that does not read. Returns the sink and the server's peer id.
-async fn attacker(url: &str, peer: &str) -> Result<(Sink, String, tokio::task::JoinHandle<()>)> {
+/// The reading half of an attacker's connection; dropping it ends the connection (the attacker
+/// reconnects with a new one, so old ones must not linger and count against its user's limit).
+struct Reader(tokio::task::JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn attacker(url: &str, peer: &str) -> Result<(Sink, String, Reader)> {
     let ws = connect_raw(url).await?;
     let (mut sink, mut stream) = ws.split();
     let join = Message::Join(JoinMessage {
@@ -437,7 +447,7 @@ async fn attacker(url: &str, peer: &str) -> Result<(Sink, String, tokio::task::J
         }
     };
     let reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
-    Ok((sink, server_peer, reader))
+    Ok((sink, server_peer, Reader(reader)))
 }
 
 fn leb(out: &mut Vec<u8>, mut v: u64) {
@@ -577,7 +587,7 @@ async fn malformed_loop(ctx: AttackCtx, i: usize) {
     let mut n = 0usize;
     while !ctx.stopped() {
         n += 1;
-        let Ok((mut sink, _, reader)) =
+        let Ok((mut sink, _, mut reader)) =
             attacker(&ctx.url, &format!("peer-malformed-{i}-{n}")).await
         else {
             continue;
@@ -590,7 +600,7 @@ async fn malformed_loop(ctx: AttackCtx, i: usize) {
         };
         let _ = sink.send(WsMessage::Binary(frame)).await;
         // The server answers with `error` and closes: wait for it.
-        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut reader.0).await;
         ctx.op();
     }
 }
@@ -612,7 +622,8 @@ async fn giant_loop(ctx: AttackCtx, i: usize) {
     );
     while !ctx.stopped() {
         n += 1;
-        let Ok((mut sink, _, reader)) = attacker(&ctx.url, &format!("peer-giant-{i}-{n}")).await
+        let Ok((mut sink, _, mut reader)) =
+            attacker(&ctx.url, &format!("peer-giant-{i}-{n}")).await
         else {
             continue;
         };
@@ -628,7 +639,7 @@ async fn giant_loop(ctx: AttackCtx, i: usize) {
             ctx.op();
         }
         let _ = sink.send(WsMessage::Binary(over.clone())).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut reader.0).await;
         ctx.op();
     }
 }
