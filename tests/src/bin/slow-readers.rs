@@ -1,7 +1,7 @@
 //! Server memory with clients that never read, against the same run with clients that read.
 //!
-//! `MINKA_BIN=target/release/minka cargo run --release -p minka-tests --bin slow-readers -- [readers] [rounds]`
-//! (defaults 50 and 200). One writer appends about 16 KB to a shared proposal per round; `readers`
+//! `MINKA_BIN=target/release/minka cargo run --release -p minka-tests --bin slow-readers -- [readers] [rounds] [KiB]`
+//! (defaults 50, 100 and 256). One writer appends `KiB` to a shared proposal per round; `readers`
 //! other connections follow the document. In the first run they read everything; in the second they
 //! stop reading after the first sync and never drain their sockets. Prints the server's resident
 //! memory (VmRSS) before, at its peak and at the end of each run, and how many connections the
@@ -42,7 +42,7 @@ fn proposal() -> Automerge {
     .create(None, 1_790_000_000)
 }
 
-async fn run(readers: usize, rounds: usize, reading: bool) -> (u64, u64, u64, f64) {
+async fn run(readers: usize, rounds: usize, kib: usize, reading: bool) -> (u64, u64, u64, f64) {
     let server = TestServer::start_with(&["--send-queue", "64"]).expect("server");
     let pid = server.pid().expect("pid");
     let id = DocumentId::random();
@@ -66,7 +66,7 @@ async fn run(readers: usize, rounds: usize, reading: bool) -> (u64, u64, u64, f6
     }
     let before = rss_kib(pid);
     let mut peak = before;
-    let chunk = "presupuesto participativo ".repeat(630);
+    let chunk = "presupuesto participativo ".repeat(kib * 1024 / 26);
     for r in 0..rounds {
         let len = automerge::ReadDoc::length(
             &doc,
@@ -108,14 +108,15 @@ async fn run(readers: usize, rounds: usize, reading: bool) -> (u64, u64, u64, f6
 async fn main() {
     let mut args = std::env::args().skip(1);
     let readers: usize = args.next().map_or(50, |a| a.parse().expect("readers"));
-    let rounds: usize = args.next().map_or(200, |a| a.parse().expect("rounds"));
+    let rounds: usize = args.next().map_or(100, |a| a.parse().expect("rounds"));
+    let kib: usize = args.next().map_or(256, |a| a.parse().expect("KiB"));
     for (name, reading) in [
         ("readers that read", true),
         ("readers that never read", false),
     ] {
-        let (before, peak, end, dropped) = run(readers, rounds, reading).await;
+        let (before, peak, end, dropped) = run(readers, rounds, kib, reading).await;
         println!(
-            "{name}: {readers} readers, {rounds} rounds of ~16 KB: RSS before {} MiB, peak {} MiB, end {} MiB; dropped for not reading: {dropped}",
+            "{name}: {readers} readers, {rounds} rounds of {kib} KiB: RSS before {} MiB, peak {} MiB, end {} MiB; dropped for not reading: {dropped}",
             before / 1024,
             peak / 1024,
             end / 1024
