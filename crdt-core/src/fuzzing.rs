@@ -160,7 +160,7 @@ pub fn base_document(kind: BaseKind, district: Ubigeo) -> Automerge {
             zone: "Collique".into(),
             category: "vías y veredas".into(),
             beneficiaries: 10,
-            estimated_cost: 100_00,
+            estimated_cost: 10_000,
             cofinancing: 0,
             created_by: creator,
             coauthors: vec![user(1)],
@@ -168,11 +168,11 @@ pub fn base_document(kind: BaseKind, district: Ubigeo) -> Automerge {
         .create(a, at),
         BaseKind::Acta => {
             let mut attendees = BTreeMap::new();
-            for i in 0..3 {
+            for (i, name) in USERS.iter().enumerate().take(3) {
                 attendees.insert(
                     user(i),
                     Attendee {
-                        name: USERS[i].into(),
+                        name: name.to_string(),
                         organization: "org".into(),
                         votes: i != 2,
                     },
