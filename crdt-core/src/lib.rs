@@ -10,6 +10,10 @@ pub mod ids;
 pub mod permissions;
 pub mod wire;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use ids::{DistrictScope, DocumentId, IdError, Role, Ubigeo, UserId, PROCESS_YEARS};
 pub mod demo;
 pub mod schema;

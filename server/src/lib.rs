@@ -10,6 +10,9 @@ pub mod auth;
 pub mod conn;
 pub mod durability;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod held;
 pub mod http;
 pub mod hub;
