@@ -77,6 +77,8 @@ pub struct Tracked {
     pub doc: Automerge,
     /// Every head the server announced in a sync message to this client for this document.
     pub acked_heads: HashSet<ChangeHash>,
+    /// The changes of this copy covered by those heads so far (grows only).
+    covered: HashSet<ChangeHash>,
 }
 
 impl Tracked {
@@ -85,33 +87,30 @@ impl Tracked {
             id,
             doc,
             acked_heads: HashSet::new(),
+            covered: HashSet::new(),
         }
     }
 
     /// Every change of this copy covered by heads the server acknowledged (heads this copy does
-    /// not hold yet, other writers' changes, are theirs to count).
-    pub fn acknowledged(&self) -> HashSet<ChangeHash> {
-        let heads: Vec<ChangeHash> = self
+    /// not hold yet, other writers' changes, are theirs to count). Incremental: only changes not
+    /// counted before are walked.
+    pub fn acknowledged(&mut self) -> &HashSet<ChangeHash> {
+        let mut stack: Vec<ChangeHash> = self
             .acked_heads
             .iter()
+            .filter(|h| !self.covered.contains(h))
             .copied()
-            .filter(|h| self.doc.get_change_by_hash(h).is_some())
             .collect();
-        if heads.is_empty() {
-            return HashSet::new();
+        while let Some(h) = stack.pop() {
+            if self.covered.contains(&h) {
+                continue;
+            }
+            if let Some(c) = self.doc.get_change_by_hash(&h) {
+                self.covered.insert(h);
+                stack.extend(c.deps().iter().filter(|d| !self.covered.contains(d)));
+            }
         }
-        let after: HashSet<ChangeHash> = self
-            .doc
-            .get_changes(&heads)
-            .iter()
-            .map(|c| c.hash())
-            .collect();
-        self.doc
-            .get_changes(&[])
-            .iter()
-            .map(|c| c.hash())
-            .filter(|h| !after.contains(h))
-            .collect()
+        &self.covered
     }
 }
 
@@ -260,40 +259,48 @@ pub struct Presence {
 
 /// Every acknowledged change per document, over all writers.
 pub fn acknowledged<'a>(
-    writers: impl IntoIterator<Item = &'a Writer>,
+    writers: impl IntoIterator<Item = &'a mut Writer>,
 ) -> HashMap<DocumentId, HashSet<ChangeHash>> {
     let mut out: HashMap<DocumentId, HashSet<ChangeHash>> = HashMap::new();
     for w in writers {
-        for d in &w.docs {
+        for d in &mut w.docs {
             out.entry(d.id).or_default().extend(d.acknowledged());
         }
     }
     out
 }
 
-/// Connects a fresh client, requests every document and checks each acknowledged change is in it.
+/// Connects fresh clients (one per document, all at once), requests every document and checks
+/// each acknowledged change is in it.
 pub async fn verify_present(
     url: &str,
     peer_id: &str,
     acked: &HashMap<DocumentId, HashSet<ChangeHash>>,
 ) -> Result<Presence> {
-    let mut c = ProtoClient::connect(url, peer_id).await?;
+    let tasks: Vec<_> = acked
+        .keys()
+        .enumerate()
+        .map(|(i, id)| {
+            let (url, peer, id) = (url.to_string(), format!("{peer_id}-{i}"), *id);
+            tokio::spawn(async move {
+                let mut c = ProtoClient::connect(&url, &peer).await?;
+                let mut copy = Automerge::new();
+                let events = c.request_doc(id, &mut copy).await?;
+                let gone = events.iter().any(|e| {
+                    matches!(e, Event::Message(Message::DocUnavailable(_)) | Event::Closed(_))
+                });
+                anyhow::Ok((id, copy, gone))
+            })
+        })
+        .collect();
     let mut p = Presence::default();
-    let mut ids: Vec<_> = acked.keys().copied().collect();
-    ids.sort_by_key(|id| id.to_string());
-    for id in ids {
-        let hashes = &acked[&id];
-        let mut copy = Automerge::new();
-        let events = c.request_doc(id, &mut copy).await?;
-        if events.iter().any(|e| {
-            matches!(
-                e,
-                Event::Message(Message::DocUnavailable(_)) | Event::Closed(_)
-            )
-        }) {
+    for t in tasks {
+        let (id, copy, gone) = t.await??;
+        if gone {
             p.unavailable.push(id);
         }
         p.heads.insert(id, copy.get_heads());
+        let hashes = &acked[&id];
         p.acknowledged += hashes.len();
         for h in hashes {
             if copy.get_change_by_hash(h).is_some() {

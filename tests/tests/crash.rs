@@ -111,16 +111,20 @@ struct Totals {
 /// acknowledged change of every document. Returns (acknowledged, found).
 async fn check_after_kill(
     server: &mut TestServer,
-    writers: &[Writer],
+    writers: &mut [Writer],
     round: usize,
 ) -> (usize, usize) {
+    let t0 = Instant::now();
     let (ok, out) = server.tool(&["check"]).unwrap();
+    let t_check = t0.elapsed();
     assert!(
         ok && out.contains("store OK"),
         "round {round}: minka check failed on the killed store:\n{out}"
     );
     server.restart().unwrap();
-    let acked = acknowledged(writers);
+    let t_restart = t0.elapsed();
+    let acked = acknowledged(writers.iter_mut());
+    let t_acked = t0.elapsed();
     let p = verify_present(
         &server.ws_url(&leader("u-verify")),
         &format!("peer-verify-{round}"),
@@ -140,12 +144,18 @@ async fn check_after_kill(
         p.acknowledged,
         &p.missing[..p.missing.len().min(5)]
     );
-    for w in writers {
+    for w in writers.iter() {
         assert!(
             w.errors.is_empty(),
             "round {round}: {} got errors: {:?}",
             w.sub,
             w.errors
+        );
+    }
+    if std::env::var("MINKA_CRASH_TIMING").is_ok() {
+        println!(
+            "round {round} timing: check {t_check:?}, restart {t_restart:?}, acked {t_acked:?}, verified {:?}",
+            t0.elapsed()
         );
     }
     (p.acknowledged, p.found)
@@ -169,7 +179,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_change() {
     let started = Instant::now();
     for round in 0..n_rounds {
         let before: u64 = ws.iter().map(|w| w.writes).sum();
-        let acked_before: usize = acknowledged(&ws).values().map(|s| s.len()).sum();
+        let acked_before: usize = acknowledged(&mut ws).values().map(|s| s.len()).sum();
         let delay = Duration::from_millis(rng.gen_range(300..2500));
         ws = write_until_killed(&mut server, ws, &opts, |s| {
             std::thread::sleep(delay);
@@ -177,7 +187,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_change() {
         })
         .await;
         let writes = ws.iter().map(|w| w.writes).sum::<u64>() - before;
-        let (acked, found) = check_after_kill(&mut server, &ws, round).await;
+        let (acked, found) = check_after_kill(&mut server, &mut ws, round).await;
         println!(
             "round {round}: killed after {delay:?}, {writes} changes written, {} newly acknowledged, {acked} acknowledged so far, {found} found",
             acked - acked_before
@@ -227,7 +237,7 @@ async fn sigkill_during_compaction_loses_nothing() {
     let mut after_compaction = 0;
     let mut compactions_seen = 0.0;
     for round in 0..n_rounds {
-        let acked_before: usize = acknowledged(&ws).values().map(|s| s.len()).sum();
+        let acked_before: usize = acknowledged(&mut ws).values().map(|s| s.len()).sum();
         let on_compaction = round % 2 == 0;
         let delay = Duration::from_millis(rng.gen_range(100..1200));
         let mut how = String::new();
@@ -267,7 +277,7 @@ async fn sigkill_during_compaction_loses_nothing() {
         if how.starts_with("killed right after") {
             after_compaction += 1;
         }
-        let (acked, found) = check_after_kill(&mut server, &ws, round).await;
+        let (acked, found) = check_after_kill(&mut server, &mut ws, round).await;
         println!(
             "round {round}: {how}, {} newly acknowledged, {acked} acknowledged so far, {found} found",
             acked - acked_before

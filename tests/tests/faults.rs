@@ -141,7 +141,7 @@ async fn new_writes_are_acknowledged(url: &str, w: &mut Writer) {
 
 /// Restarts on the same directory after `minka check` passed, and checks every acknowledged
 /// change of `w` is there.
-async fn recovered_with_everything(server: &mut TestServer, w: &Writer, what: &str) -> usize {
+async fn recovered_with_everything(server: &mut TestServer, w: &mut Writer, what: &str) -> usize {
     let (ok, out) = server.tool(&["check"]).unwrap();
     assert!(
         ok && out.contains("store OK"),
@@ -232,7 +232,7 @@ async fn connections_cut_at_random_points_converge_without_losing_acknowledged_c
             assert!(ok, "{} did not settle: {:?}", w.sub, w.ends.last());
         }
     }
-    let acked = acknowledged(&writers);
+    let acked = acknowledged(&mut writers);
     let p = verify_present(&server.ws_url(&leader("u-verify")), "peer-verify", &acked)
         .await
         .unwrap();
@@ -313,7 +313,7 @@ async fn disk_full_refuses_clearly_and_loses_nothing_acknowledged() {
         "the close did not say the store cannot write: {:?}",
         w.ends
     );
-    let acked_full = acknowledged([&w]).values().map(|s| s.len()).sum::<usize>();
+    let acked_full = acknowledged([&mut w]).values().map(|s| s.len()).sum::<usize>();
     assert!(
         acked_full > 3,
         "nothing was acknowledged before the disk filled"
@@ -321,7 +321,7 @@ async fn disk_full_refuses_clearly_and_loses_nothing_acknowledged() {
 
     // Still full: a restart on the same directory. Then space returns.
     fs.remount("size=64m").unwrap();
-    let found = recovered_with_everything(&mut server, &w, "disk full").await;
+    let found = recovered_with_everything(&mut server, &mut w, "disk full").await;
     assert_eq!(found, acked_full);
     let url = server.ws_url(&leader("u-full"));
     new_writes_are_acknowledged(&url, &mut w).await;
@@ -382,6 +382,6 @@ async fn read_only_data_dir_refuses_to_start_and_recovers_after_remount() {
 
     // Writable again: the restart works, everything acknowledged is there, writes go on.
     fs.remount("rw").unwrap();
-    recovered_with_everything(&mut server, &w, "read-only").await;
+    recovered_with_everything(&mut server, &mut w, "read-only").await;
     new_writes_are_acknowledged(&server.ws_url(&leader("u-ro")), &mut w).await;
 }
