@@ -287,7 +287,10 @@ pub async fn verify_present(
                 let mut copy = Automerge::new();
                 let events = c.request_doc(id, &mut copy).await?;
                 let gone = events.iter().any(|e| {
-                    matches!(e, Event::Message(Message::DocUnavailable(_)) | Event::Closed(_))
+                    matches!(
+                        e,
+                        Event::Message(Message::DocUnavailable(_)) | Event::Closed(_)
+                    )
                 });
                 anyhow::Ok((id, copy, gone))
             })

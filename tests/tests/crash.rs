@@ -6,6 +6,7 @@
 //! Rounds: `MINKA_KILL_ROUNDS` (default 20) for the kill loop, `MINKA_COMPACTION_KILL_ROUNDS`
 //! (default 12) for the compaction variant; `scripts/kill-loop` runs 200 of each.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,6 +138,38 @@ async fn check_after_kill(
         "round {round}: documents lost: {:?}",
         p.unavailable
     );
+    if !p.missing.is_empty() {
+        // Tell a slow answer from a loss: ask again, and keep the store for a post-mortem.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let again = verify_present(
+            &server.ws_url(&leader("u-verify")),
+            &format!("peer-reverify-{round}"),
+            &acked,
+        )
+        .await
+        .unwrap();
+        let docs: HashSet<_> = p.missing.iter().map(|(d, _)| *d).collect();
+        for d in &docs {
+            println!(
+                "round {round}: document {d}: first look {} heads {:?}, second look {} missing, heads {:?}",
+                p.missing.iter().filter(|(x, _)| x == d).count(),
+                p.heads.get(d),
+                again.missing.iter().filter(|(x, _)| x == d).count(),
+                again.heads.get(d)
+            );
+            for l in server.log().lines().filter(|l| l.contains(&d.to_string())) {
+                println!("LOG {l}");
+            }
+        }
+        server.kill9();
+        let keep = std::env::temp_dir().join(format!("minka-crash-failure-{round}"));
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&server.data_dir)
+            .arg(&keep)
+            .status();
+        println!("round {round}: store kept in {}", keep.display());
+    }
     assert!(
         p.missing.is_empty(),
         "round {round}: {} of {} acknowledged changes missing: {:?}",

@@ -313,7 +313,10 @@ async fn disk_full_refuses_clearly_and_loses_nothing_acknowledged() {
         "the close did not say the store cannot write: {:?}",
         w.ends
     );
-    let acked_full = acknowledged([&mut w]).values().map(|s| s.len()).sum::<usize>();
+    let acked_full = acknowledged([&mut w])
+        .values()
+        .map(|s| s.len())
+        .sum::<usize>();
     assert!(
         acked_full > 3,
         "nothing was acknowledged before the disk filled"
