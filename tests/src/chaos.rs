@@ -79,6 +79,8 @@ pub struct Tracked {
     pub acked_heads: HashSet<ChangeHash>,
     /// The changes of this copy covered by those heads so far (grows only).
     covered: HashSet<ChangeHash>,
+    /// Changes written since the server last showed heads equal to this copy's.
+    pub unacked: usize,
 }
 
 impl Tracked {
@@ -88,6 +90,7 @@ impl Tracked {
             doc,
             acked_heads: HashSet::new(),
             covered: HashSet::new(),
+            unacked: 0,
         }
     }
 
@@ -126,6 +129,9 @@ pub struct WriteOpts {
     /// Write `text_len` characters as one scalar (`category`) instead of appending to the
     /// description: a large change that costs one operation.
     pub scalar: bool,
+    /// Write to a document only while fewer than this many of its changes wait for an
+    /// acknowledgement (0: no limit), so a slow server is not buried under a growing backlog.
+    pub max_unacked: usize,
 }
 
 impl Default for WriteOpts {
@@ -135,6 +141,7 @@ impl Default for WriteOpts {
             pause: Duration::from_millis(10),
             max_writes: 0,
             scalar: false,
+            max_unacked: 0,
         }
     }
 }
@@ -204,6 +211,10 @@ impl Writer {
             let n = self.docs.len();
             let d = &mut self.docs[i % n];
             i += 1;
+            if opts.max_unacked > 0 && d.unacked >= opts.max_unacked {
+                self.drain(c, opts.pause).await?;
+                continue;
+            }
             let text = noise(&mut self.rng, opts.text_len);
             if opts.scalar {
                 set_category(&mut d.doc, &text);
@@ -211,6 +222,7 @@ impl Writer {
                 append_text(&mut d.doc, &text);
             }
             self.writes += 1;
+            d.unacked += 1;
             written += 1;
             c.send_sync(d.id, &d.doc).await?;
             self.drain(c, opts.pause).await?;
@@ -235,6 +247,9 @@ impl Writer {
                     };
                     let heads = automerge::sync::Message::decode(&s.data)?.heads;
                     c.receive_sync(d.id, &mut d.doc, &s).await?;
+                    if heads == d.doc.get_heads() {
+                        d.unacked = 0;
+                    }
                     d.acked_heads.extend(heads);
                 }
                 Some(Event::Message(Message::Error(e))) => self.errors.push(e.message),

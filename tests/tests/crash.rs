@@ -206,6 +206,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_change() {
     // Paced so a debug build keeps up: most changes are acknowledged before the kill.
     let opts = WriteOpts {
         pause: Duration::from_millis(25),
+        max_unacked: 20,
         ..WriteOpts::default()
     };
     let mut t = Totals::default();
@@ -264,6 +265,7 @@ async fn sigkill_during_compaction_loses_nothing() {
     let opts = WriteOpts {
         text_len: 4,
         pause: Duration::from_millis(3),
+        max_unacked: 20,
         ..WriteOpts::default()
     };
     let mut t = Totals::default();
