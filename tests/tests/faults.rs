@@ -276,6 +276,7 @@ async fn disk_full_refuses_clearly_and_loses_nothing_acknowledged() {
         pause: Duration::from_millis(20),
         max_writes: 500,
         scalar: true,
+        max_unacked: 0,
     };
     let task = tokio::spawn({
         let stop = stop.clone();
