@@ -297,10 +297,20 @@ pub async fn verify_present(
         .enumerate()
         .map(|(i, id)| {
             let (url, peer, id) = (url.to_string(), format!("{peer_id}-{i}"), *id);
+            let hashes = acked[&id].clone();
             tokio::spawn(async move {
                 let mut c = ProtoClient::connect(&url, &peer).await?;
                 let mut copy = Automerge::new();
-                let events = c.request_doc(id, &mut copy).await?;
+                let mut events = c.request_doc(id, &mut copy).await?;
+                // `request_doc` also returns when the server stays quiet for 2 s (a big document
+                // loading on a busy debug build): keep syncing a while before calling anything
+                // missing, so a slow answer is not mistaken for a loss.
+                for _ in 0..10 {
+                    if hashes.iter().all(|h| copy.get_change_by_hash(h).is_some()) {
+                        break;
+                    }
+                    events.extend(c.sync_doc(id, &mut copy).await?);
+                }
                 let gone = events.iter().any(|e| {
                     matches!(
                         e,
