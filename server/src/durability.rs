@@ -70,21 +70,16 @@ impl Durability {
                             result
                         }
                     };
-                    let mut stop = false;
                     if let Err(e) = &result {
                         if !failed.swap(true, Ordering::AcqRel) {
                             metrics.fsync_failures.add(1);
                             tracing::error!(error = %e, "store sync failed: acknowledging nothing more; the server stops and must be restarted");
                             first_error = Some(e.clone());
-                            stop = true;
+                            on_failure.cancel();
                         }
                     }
                     for w in waiters {
                         let _ = w.send(result.clone());
-                    }
-                    // After the waiters heard it, so their peers may be told before the close.
-                    if stop {
-                        on_failure.cancel();
                     }
                 }
             })
