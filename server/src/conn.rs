@@ -157,6 +157,7 @@ pub async fn sync_ws(
         config: state.conn.clone(),
         registry: state.registry.clone(),
         shutdown: state.shutdown.clone(),
+        store_failed: state.durability.fatal(),
         killer: Arc::new(Killer::default()),
         peer: None,
         docs: HashSet::new(),
@@ -204,6 +205,10 @@ impl End {
 /// for the connection's life and echoed in every message to the peer.
 const MAX_PEER_ID_BYTES: usize = 256;
 
+/// Why every connection closes when the store cannot write (an `error` message, then the close).
+pub const STORE_FAILED: &str =
+    "server stopping: its store cannot write (disk full, read-only or I/O error); unacknowledged changes were not stored";
+
 /// How long the `error` and close frames may take to leave before a connection is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -226,6 +231,8 @@ struct Connection {
     config: ConnConfig,
     registry: Arc<PeerRegistry>,
     shutdown: CancellationToken,
+    /// Fired when the store cannot write: the shutdown that follows says so to the peer.
+    store_failed: CancellationToken,
     killer: Arc<Killer>,
     peer: Option<PeerHandle>,
     docs: HashSet<DocumentId>,
@@ -306,7 +313,10 @@ impl Connection {
         let end = loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => break End::Close { code: CloseCode::Away, reason: "server shutting down".into(), error: false },
+                _ = self.shutdown.cancelled() => break match self.store_failed.is_cancelled() {
+                    true => End::Close { code: CloseCode::Error, reason: STORE_FAILED.into(), error: true },
+                    false => End::Close { code: CloseCode::Away, reason: "server shutting down".into(), error: false },
+                },
                 _ = kill.cancelled() => break End::Close {
                     code: CloseCode::Policy,
                     reason: self.killer.reason().unwrap_or_else(|| "closed by server".into()),

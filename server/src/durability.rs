@@ -8,9 +8,12 @@
 //! that a later, successful fsync would not bring back, so nothing written since the last good
 //! sync can be called durable. Every later wait fails at once, and [`Durability::fatal`] fires so
 //! the server stops and exits non-zero (a supervisor restarts it; sled recovers from its log).
+//! A failed store *write* ([`Durability::fail`], e.g. disk full) is as final: sled 0.34 keeps the
+//! first I/O error and refuses every later operation, so the process cannot recover by itself
+//! even when space returns; a restart does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +29,8 @@ type Waiter = oneshot::Sender<Result<(), Arc<StoreError>>>;
 pub struct Durability {
     tx: mpsc::UnboundedSender<Waiter>,
     fatal: CancellationToken,
+    /// A store write that failed outside a sync (see [`Durability::fail`]).
+    broken: Arc<OnceLock<Arc<StoreError>>>,
 }
 
 fn stopped() -> Arc<StoreError> {
@@ -40,6 +45,8 @@ impl Durability {
         let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
         let fatal = CancellationToken::new();
         let on_failure = fatal.clone();
+        let broken: Arc<OnceLock<Arc<StoreError>>> = Arc::default();
+        let write_failed = broken.clone();
         std::thread::Builder::new()
             .name("minka-fsync".into())
             .spawn(move || {
@@ -50,8 +57,8 @@ impl Durability {
                     while let Ok(w) = rx.try_recv() {
                         waiters.push(w);
                     }
-                    let result = match &first_error {
-                        // Never acknowledge again after a failed sync.
+                    let result = match first_error.as_ref().or(write_failed.get()) {
+                        // Never acknowledge again after a failed sync or write.
                         Some(e) => Err(e.clone()),
                         None => {
                             let started = Instant::now();
@@ -77,7 +84,17 @@ impl Durability {
                 }
             })
             .expect("spawn fsync thread");
-        Self { tx, fatal }
+        Self { tx, fatal, broken }
+    }
+
+    /// A store write failed (`what` says which and why): from now on nothing is acknowledged and
+    /// the fatal token fires, as after a failed sync.
+    pub fn fail(&self, what: String) {
+        let e = Arc::new(StoreError::Io(std::io::Error::other(what)));
+        if self.broken.set(e.clone()).is_ok() {
+            tracing::error!(error = %e, "store write failed: acknowledging nothing more; the server stops and must be restarted");
+            self.fatal.cancel();
+        }
     }
 
     /// Resolves once every write made before this call is durable.
@@ -163,5 +180,18 @@ mod tests {
             assert!(d.wait().await.is_err());
         }
         assert_eq!(metrics.fsync_failures.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_final_too() {
+        let d = Durability::start(Arc::new(MemoryStore::new()), Arc::new(Metrics::default()));
+        d.wait().await.expect("a good sync acknowledges");
+        d.fail("cannot write chunk: No space left on device".into());
+        assert!(d.fatal().is_cancelled());
+        let e = d
+            .wait()
+            .await
+            .expect_err("nothing is acknowledged after a failed write");
+        assert!(e.to_string().contains("No space left"), "{e}");
     }
 }

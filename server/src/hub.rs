@@ -1032,10 +1032,16 @@ impl DocTask {
                     &serde_json::to_vec(&marker).expect("json"),
                 ) {
                     tracing::error!(doc.id = %self.id, error = %e, "cannot write index marker");
+                    self.hub
+                        .0
+                        .durability
+                        .fail(format!("cannot write index marker: {e}"));
+                    self.refuse_unstored(&acked);
                     return false;
                 }
             }
             if !self.persist(&heads).await {
+                self.refuse_unstored(&acked);
                 if seal_replies.iter().any(|(_, r)| r.is_ok()) {
                     // The sealed state was not stored: its record must not outlive it.
                     let _ = self.hub.0.store.meta_delete(SEALS, self.id.as_bytes());
@@ -1485,6 +1491,10 @@ impl DocTask {
             Ok(k) => k,
             Err(e) => {
                 tracing::error!(doc.id = %self.id, error = %e, "cannot write chunk");
+                self.hub
+                    .0
+                    .durability
+                    .fail(format!("cannot write chunk: {e}"));
                 return false;
             }
         };
@@ -1499,6 +1509,22 @@ impl DocTask {
             self.compact();
         }
         true
+    }
+
+    /// Tells the peers whose changes a batch judged that they were not stored (the batch could not
+    /// be persisted), instead of leaving them without an answer.
+    fn refuse_unstored(&self, acked: &HashSet<u64>) {
+        for conn in acked {
+            if let Some(p) = self.peers.get(conn) {
+                p.handle.send_error(
+                    self.server_id(),
+                    format!(
+                        "document {}: your changes were not stored: the server cannot write to its store (disk full, read-only or I/O error); nothing of them is acknowledged",
+                        self.id
+                    ),
+                );
+            }
+        }
     }
 
     /// Replaces the document's chunks by one snapshot (one atomic store batch).

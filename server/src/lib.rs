@@ -87,7 +87,7 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the store could not make writes durable (fsync failed); stopped without acknowledging them")]
+    #[error("the store could not write or make writes durable (disk full, read-only or I/O error; see the log); stopped without acknowledging them")]
     Durability,
 }
 
@@ -190,7 +190,7 @@ pub async fn run(
         _ = fatal.cancelled() => true,
     };
     if failed {
-        tracing::error!("fsync failed: closing every connection and exiting");
+        tracing::error!("the store cannot write (a write or fsync failed): closing every connection and exiting");
     } else {
         tracing::info!("shutting down: closing connections and flushing documents");
     }

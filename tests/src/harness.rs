@@ -116,6 +116,36 @@ impl TestServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// A server whose data directory is `data_dir` (a mount point a test prepared, e.g. a small
+    /// tmpfs), not started yet; [`Self::restart`] starts it. The directory is not removed.
+    pub fn unstarted_at(data_dir: &Path, args: &[&str]) -> Self {
+        Self {
+            child: None,
+            addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            log: Arc::new(Mutex::new(String::new())),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its exit status, or `None` if it
+    /// is still running (or was never started).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The value of an unlabelled metric from `GET /metrics` (read with an admin token).
     pub fn metric(&self, name: &str) -> Result<f64> {
         let t = token("u-metrics", &["admin"], "*");

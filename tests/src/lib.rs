@@ -1,4 +1,5 @@
 //! Shared helpers for Minka system tests and the load generator.
 
+pub mod chaos;
 pub mod harness;
 pub mod loadgen;
