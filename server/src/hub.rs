@@ -235,6 +235,14 @@ fn claimed_district(doc: &Automerge, changes: &[automerge::Change]) -> Option<Ub
     DocumentHeader::read(&scratch).ok().map(|h| h.district)
 }
 
+/// ` (and N more)` after the first of `count` changes a notice names; nothing when it is the only one.
+fn and_more(count: usize) -> String {
+    match count {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    }
+}
+
 /// Meta table of seal records, keyed by document id bytes.
 pub const SEALS: &str = "seals";
 
@@ -1319,10 +1327,7 @@ impl DocTask {
                      changes in the quarantine, the most the server keeps for one user; nothing of it \
                      was stored",
                     self.id,
-                    match admission.unrecorded.len() {
-                        1 => String::new(),
-                        n => format!(" (and {} more)", n - 1),
-                    },
+                    and_more(admission.unrecorded.len()),
                     peer.user.user,
                     inner.config.max_quarantine_per_user
                 ),
@@ -1353,10 +1358,7 @@ impl DocTask {
                 .changes_rejected
                 .add(admission.rejected.len() as u64);
             tracing::info!(doc.id = %self.id, user = %peer.user.user, rejected = admission.rejected.len(), %reason, "changes quarantined");
-            let more = match admission.rejected.len() {
-                1 => String::new(),
-                n => format!(" (and {} more)", n - 1),
-            };
+            let more = and_more(admission.rejected.len());
             // Announced only once the quarantine entry is durable (end of the batch).
             self.wrote_meta = true;
             self.announce.push((

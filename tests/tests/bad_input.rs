@@ -9,67 +9,13 @@ use std::time::Duration;
 
 use automerge::Automerge;
 use ciborium::Value;
-use common::{append_description, proposal};
+use common::misbehave::{assert_healthy, bad_client, cbor, comas_leader, map, text, Good};
 use crdt_core::wire::{
     EphemeralMessage, JoinMessage, Message, PeerMetadata, RequestMessage, SyncMessage,
 };
-use crdt_core::{DocumentId, Ubigeo};
-use minka_tests::harness::{token, Event, ProtoClient, TestServer};
+use crdt_core::DocumentId;
+use minka_tests::harness::{Event, ProtoClient, TestServer};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-fn comas_leader(sub: &str) -> String {
-    token(sub, &["leader"], "150110")
-}
-
-/// A well-behaved client with one proposal it keeps editing and syncing.
-struct Good {
-    client: ProtoClient,
-    id: DocumentId,
-    doc: Automerge,
-    edits: usize,
-}
-
-impl Good {
-    async fn start(server: &TestServer) -> Self {
-        let mut client = ProtoClient::connect(&server.ws_url(&comas_leader("u-beto")), "peer-good")
-            .await
-            .unwrap();
-        let id = DocumentId::random();
-        let mut doc = proposal(Ubigeo::COMAS, "u-beto", "Pistas en Año Nuevo", &[]);
-        client.sync_doc(id, &mut doc).await.unwrap();
-        assert_eq!(client.server_heads(id), Some(doc.get_heads()));
-        Self {
-            client,
-            id,
-            doc,
-            edits: 0,
-        }
-    }
-
-    /// Makes one more change, syncs it, and checks the server acknowledged it (its heads are ours).
-    async fn still_syncs(&mut self) {
-        self.edits += 1;
-        append_description(&mut self.doc, &format!(" — edición {}", self.edits));
-        let events = self.client.sync_doc(self.id, &mut self.doc).await.unwrap();
-        assert!(
-            events
-                .iter()
-                .all(|e| !matches!(e, Event::Closed(_) | Event::Message(Message::Error(_)))),
-            "the good client was disturbed: {events:?}"
-        );
-        assert_eq!(
-            self.client.server_heads(self.id),
-            Some(self.doc.get_heads()),
-            "the server must acknowledge the good client's change"
-        );
-    }
-}
-
-/// The server process still answers `/healthz`.
-fn assert_healthy(server: &TestServer) {
-    let (status, body) = server.http_get("/healthz", None).unwrap();
-    assert_eq!(status, 200, "{body}");
-}
 
 /// The next event must be an `error` whose text contains every one of `needles`, then the close.
 /// Returns the error text.
@@ -105,31 +51,6 @@ async fn expect_error_stays_open(bad: &mut ProtoClient, needles: &[&str]) -> Str
     text
 }
 
-fn cbor(value: Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(&value, &mut out).unwrap();
-    out
-}
-
-fn map(entries: &[(&str, Value)]) -> Value {
-    Value::Map(
-        entries
-            .iter()
-            .map(|(k, v)| (Value::Text(k.to_string()), v.clone()))
-            .collect(),
-    )
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
-async fn bad_client(server: &TestServer, peer: &str) -> ProtoClient {
-    ProtoClient::connect(&server.ws_url(&comas_leader("u-malo")), peer)
-        .await
-        .unwrap()
-}
-
 fn protocol_errors(server: &TestServer) -> f64 {
     server.metric("minka_protocol_errors_total").unwrap()
 }
@@ -154,7 +75,7 @@ async fn frame_that_is_not_cbor_closes_only_that_connection() {
     bad.send_raw(vec![0x1c, 0x00, 0x01]).await.unwrap();
     expect_error_then_close(&mut bad, &["not valid CBOR"]).await;
     let mut bad = bad_client(&server, "peer-bad-2").await;
-    let mut frame = cbor(map(&[("type", text("leave")), ("senderId", text("x"))]));
+    let mut frame = cbor(&map(&[("type", text("leave")), ("senderId", text("x"))]));
     frame.extend_from_slice(b"junk");
     bad.send_raw(frame).await.unwrap();
     expect_error_then_close(&mut bad, &["trailing bytes"]).await;
@@ -169,7 +90,7 @@ async fn unknown_message_type_closes_only_that_connection() {
     let server = TestServer::start().unwrap();
     let mut good = Good::start(&server).await;
     let mut bad = bad_client(&server, "peer-bad").await;
-    let frame = cbor(map(&[
+    let frame = cbor(&map(&[
         ("type", text("frobnicate")),
         ("senderId", text("peer-bad")),
         ("targetId", text(&bad.server_peer_id.clone())),
@@ -226,7 +147,7 @@ async fn messages_with_missing_or_mistyped_fields_close_only_that_connection() {
     ];
     for (i, (value, needles)) in cases.into_iter().enumerate() {
         let mut bad = bad_client(&server, &format!("peer-bad-{i}")).await;
-        bad.send_raw(cbor(value)).await.unwrap();
+        bad.send_raw(cbor(&value)).await.unwrap();
         expect_error_then_close(&mut bad, needles).await;
         good.still_syncs().await;
     }

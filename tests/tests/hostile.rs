@@ -13,63 +13,11 @@ use std::time::Duration;
 
 use automerge::{Automerge, ChangeHash};
 use ciborium::Value;
+use common::misbehave::{assert_healthy, bad_client, cbor, comas_leader, map, text, Good};
 use common::{append_description, fork, proposal};
 use crdt_core::wire::{JoinMessage, Message, PeerMetadata, SyncMessage};
 use crdt_core::{DocumentId, Ubigeo};
-use minka_tests::harness::{now_unix, token, Event, ProtoClient, TestServer, TEST_SECRET};
-
-fn comas_leader(sub: &str) -> String {
-    token(sub, &["leader"], "150110")
-}
-
-/// A well-behaved client with one proposal it keeps editing and syncing.
-struct Good {
-    client: ProtoClient,
-    id: DocumentId,
-    doc: Automerge,
-    edits: usize,
-}
-
-impl Good {
-    async fn start(server: &TestServer) -> Self {
-        let mut client = ProtoClient::connect(&server.ws_url(&comas_leader("u-beto")), "peer-good")
-            .await
-            .unwrap();
-        let id = DocumentId::random();
-        let mut doc = proposal(Ubigeo::COMAS, "u-beto", "Pistas en Año Nuevo", &[]);
-        client.sync_doc(id, &mut doc).await.unwrap();
-        assert_eq!(client.server_heads(id), Some(doc.get_heads()));
-        Self {
-            client,
-            id,
-            doc,
-            edits: 0,
-        }
-    }
-
-    /// Makes one more change, syncs it, and checks the server acknowledged it (its heads are ours).
-    async fn still_syncs(&mut self) {
-        self.edits += 1;
-        append_description(&mut self.doc, &format!(" — edición {}", self.edits));
-        let events = self.client.sync_doc(self.id, &mut self.doc).await.unwrap();
-        assert!(
-            events
-                .iter()
-                .all(|e| !matches!(e, Event::Closed(_) | Event::Message(Message::Error(_)))),
-            "the good client was disturbed: {events:?}"
-        );
-        assert_eq!(
-            self.client.server_heads(self.id),
-            Some(self.doc.get_heads()),
-            "the server must acknowledge the good client's change"
-        );
-    }
-}
-
-fn assert_healthy(server: &TestServer) {
-    let (status, body) = server.http_get("/healthz", None).unwrap();
-    assert_eq!(status, 200, "{body}");
-}
+use minka_tests::harness::{now_unix, Event, ProtoClient, TestServer, TEST_SECRET};
 
 /// The next non-sync event must be an `error` containing every needle, then the close.
 async fn expect_error_then_close(bad: &mut ProtoClient, needles: &[&str]) -> String {
@@ -103,31 +51,6 @@ async fn expect_error_stays_open(bad: &mut ProtoClient, needles: &[&str]) -> Str
         assert!(text.contains(n), "error {text:?} should mention {n:?}");
     }
     text
-}
-
-async fn bad_client(server: &TestServer, peer: &str) -> ProtoClient {
-    ProtoClient::connect(&server.ws_url(&comas_leader("u-malo")), peer)
-        .await
-        .unwrap()
-}
-
-fn cbor(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(value, &mut out).unwrap();
-    out
-}
-
-fn map(entries: &[(&str, Value)]) -> Value {
-    Value::Map(
-        entries
-            .iter()
-            .map(|(k, v)| (Value::Text(k.to_string()), v.clone()))
-            .collect(),
-    )
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
 }
 
 /// The bad client's connection is still usable: it fetches the good document as it is.

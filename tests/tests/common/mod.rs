@@ -1,6 +1,8 @@
 //! Document builders shared by the system tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod misbehave;
+
 use automerge::{ActorId, Automerge};
 use crdt_core::schema::{apply_edit, Edit, NewDocument, NewProposal};
 use crdt_core::{Ubigeo, UserId};
