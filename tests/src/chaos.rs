@@ -285,20 +285,27 @@ pub fn acknowledged<'a>(
     out
 }
 
-/// Connects fresh clients (one per document, all at once), requests every document and checks
-/// each acknowledged change is in it.
+/// How many verifying connections run at once: all of them share one user, and the server
+/// refuses a user's connections past `--max-connections-per-user` (16 by default).
+const VERIFY_CONNECTIONS: usize = 8;
+
+/// Connects fresh clients (one per document, `VERIFY_CONNECTIONS` at a time), requests every
+/// document and checks each acknowledged change is in it.
 pub async fn verify_present(
     url: &str,
     peer_id: &str,
     acked: &HashMap<DocumentId, HashSet<ChangeHash>>,
 ) -> Result<Presence> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(VERIFY_CONNECTIONS));
     let tasks: Vec<_> = acked
         .keys()
         .enumerate()
         .map(|(i, id)| {
             let (url, peer, id) = (url.to_string(), format!("{peer_id}-{i}"), *id);
             let hashes = acked[&id].clone();
+            let slots = slots.clone();
             tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await?;
                 let mut c = ProtoClient::connect(&url, &peer).await?;
                 let mut copy = Automerge::new();
                 let mut events = c.request_doc(id, &mut copy).await?;
