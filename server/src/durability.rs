@@ -156,6 +156,9 @@ mod tests {
         fn meta_scan(&self, t: &str, p: &[u8]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
             self.inner.meta_scan(t, p)
         }
+        fn meta_tables(&self) -> StoreResult<Vec<String>> {
+            self.inner.meta_tables()
+        }
     }
 
     #[tokio::test]

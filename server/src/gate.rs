@@ -20,7 +20,7 @@ use crdt_core::{DocumentId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{now_unix, AuthUser};
-use crate::store::{DocStore, StoreResult};
+use crate::store::{DocStore, StoreError, StoreResult};
 
 const ACTORS: &str = "actors";
 const USERS: &str = "users";
@@ -210,6 +210,28 @@ impl Gate {
             &(n + 1).to_be_bytes(),
         )?;
         Ok(true)
+    }
+
+    /// Binds `actor` to `user` unless it is bound already, atomically in the store (across every
+    /// node sharing it): returns the owner it already had, `None` when this call bound it. A
+    /// binding is claimed before its changes are judged, so two users racing for one actor on
+    /// two nodes cannot both have changes accepted under it; actor ids are random and become
+    /// known only through accepted changes, so claiming one whose changes are then refused
+    /// takes nothing from anyone.
+    fn claim(
+        &self,
+        store: &dyn DocStore,
+        actor: &ActorId,
+        user: &UserId,
+    ) -> StoreResult<Option<UserId>> {
+        let owner = store
+            .meta_put_if_absent(ACTORS, actor.to_bytes(), user.as_str().as_bytes())?
+            .map(|v| UserId::new(String::from_utf8_lossy(&v).into_owned()))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("actor binding: {e}")))?;
+        self.actors
+            .insert(actor.clone(), owner.clone().unwrap_or_else(|| user.clone()));
+        Ok(owner)
     }
 
     /// Binds an actor to a user (also used by `minka demo` for its fixed demo actors).
@@ -493,9 +515,21 @@ impl Gate {
                     continue;
                 }
                 Some(_) => {}
-                None => {
-                    new_bindings.insert(actor);
-                }
+                None => match self.claim(store, &actor, &user.user)? {
+                    // Another node (or document task) bound it first.
+                    Some(owner) if owner != user.user => {
+                        reject(
+                            &c,
+                            "",
+                            format!("actor {} belongs to another user: nobody writes in another person's name", actor.to_hex_string()),
+                            rejected,
+                        )?;
+                        continue;
+                    }
+                    _ => {
+                        new_bindings.insert(actor);
+                    }
+                },
             }
             candidates.push(c);
         }
@@ -505,9 +539,6 @@ impl Gate {
 
         if !check_permissions {
             // Test-only switch for the benchmark: the caller applies these unchecked.
-            for actor in new_bindings {
-                self.bind(store, &actor, &user.user)?;
-            }
             out.accepted = candidates.len();
             out.unchecked = candidates;
             return Ok(out);
@@ -589,21 +620,10 @@ impl Gate {
             }
         }
 
-        // Bind actors first seen in accepted changes to this user.
-        if let Some(after) = &out.doc {
-            let used: HashSet<ActorId> = after
-                .get_changes(&doc.get_heads())
-                .iter()
-                .map(|c| c.actor_id().clone())
-                .collect();
-            let mut bound = false;
-            for actor in new_bindings.iter().filter(|a| used.contains(*a)) {
-                self.bind(store, actor, &user.user)?;
-                bound = true;
-            }
-            if bound {
-                Self::remember_name(store, &user.user, &user.name)?;
-            }
+        // Actors first seen here were claimed for this user before judging (above); keep the
+        // name the review page shows for them.
+        if out.doc.is_some() && !new_bindings.is_empty() {
+            Self::remember_name(store, &user.user, &user.name)?;
         }
         Ok(out)
     }

@@ -103,6 +103,15 @@ impl DocStore for MemoryStore {
         Ok(())
     }
 
+    fn meta_tables(&self) -> StoreResult<Vec<String>> {
+        let meta = self.meta.lock().unwrap();
+        Ok(meta
+            .iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
+
     fn meta_scan(&self, tree: &str, prefix: &[u8]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(self
             .meta

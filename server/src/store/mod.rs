@@ -130,6 +130,34 @@ pub trait DocStore: Send + Sync + 'static {
     fn meta_delete(&self, tree: &str, key: &[u8]) -> StoreResult<()>;
     /// Entries of a side table whose key starts with `prefix`, in key order.
     fn meta_scan(&self, tree: &str, prefix: &[u8]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Stores `value` under `key` unless the key already has a value, and returns that value
+    /// (`None` when this call stored). A store shared by several nodes does it atomically across
+    /// all of them (actor bindings are unique per actor); the default is a read then a write,
+    /// enough for a store one process owns, whose callers serialise per key.
+    fn meta_put_if_absent(
+        &self,
+        tree: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(old) = self.meta_get(tree, key)? {
+            return Ok(Some(old));
+        }
+        self.meta_put(tree, key, value)?;
+        Ok(None)
+    }
+    /// Names of the side tables that hold entries (for `minka migrate`).
+    fn meta_tables(&self) -> StoreResult<Vec<String>>;
+    /// Whether other processes write to this store at the same time (several nodes on one
+    /// database). Each of them then writes index documents with its own actor.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Documents other nodes sharing this store have written, as their writes commit. `None` for
+    /// a store only this process writes.
+    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<DocumentId>> {
+        None
+    }
 }
 
 /// Sizes of a document's chunks, to decide when to compact.
@@ -176,6 +204,8 @@ pub(crate) mod conformance {
     use super::*;
 
     pub fn run_all(make: &dyn Fn() -> Box<dyn DocStore>) {
+        // Each case writes its own random documents and distinct tables, so one store may serve
+        // every case (a database shared by the suite).
         append_and_load(make().as_ref());
         append_is_idempotent(make().as_ref());
         compact_replaces_chunks(make().as_ref());
@@ -256,5 +286,24 @@ pub(crate) mod conformance {
         assert_eq!(s.meta_get("actors", b"k1").unwrap(), None);
         assert_eq!(s.meta_get("other", b"k1").unwrap().unwrap(), b"zz");
         assert_eq!(s.meta_scan("actors", b"k").unwrap().len(), 1);
+        let mut tables = s.meta_tables().unwrap();
+        tables.sort();
+        assert_eq!(tables, vec!["actors".to_string(), "other".to_string()]);
+        assert_eq!(
+            s.meta_put_if_absent("actors", b"k9", b"first").unwrap(),
+            None
+        );
+        assert_eq!(
+            s.meta_put_if_absent("actors", b"k9", b"second").unwrap(),
+            Some(b"first".to_vec())
+        );
+        assert_eq!(s.meta_get("actors", b"k9").unwrap().unwrap(), b"first");
+        // Large side-table values round-trip (sled splits them into parts).
+        let big: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        s.meta_put("other", b"big", &big).unwrap();
+        assert_eq!(s.meta_get("other", b"big").unwrap().unwrap(), big);
+        let mut tables = s.meta_tables().unwrap();
+        tables.sort();
+        assert_eq!(tables, vec!["actors".to_string(), "other".to_string()]);
     }
 }

@@ -305,6 +305,21 @@ impl DocStore for SledStore {
         Ok(())
     }
 
+    fn meta_tables(&self) -> StoreResult<Vec<String>> {
+        let mut out = Vec::new();
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            // sled's default tree, the chunks, and the companion trees of split values.
+            if name == "__sled__default" || name == "chunks" || name.ends_with("#parts") {
+                continue;
+            }
+            if !self.db.open_tree(&name)?.is_empty() {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
     fn meta_scan(&self, tree: &str, prefix: &[u8]) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         self.db
             .open_tree(tree)?
