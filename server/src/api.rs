@@ -148,8 +148,8 @@ fn user_lookup(
     move |actor: &str| {
         if actor == server_actor {
             return Some(UserRef {
-                id: "minka-server".into(),
-                name: Some("Servidor Minka".into()),
+                id: crate::SERVER_USER.into(),
+                name: Some(crate::SERVER_NAME.into()),
             });
         }
         Gate::actor_user(store, actor)

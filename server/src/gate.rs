@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{now_unix, AuthUser};
 use crate::store::{DocStore, StoreError, StoreResult};
 
-const ACTORS: &str = "actors";
+pub const ACTORS: &str = "actors";
 const USERS: &str = "users";
 const QUARANTINE: &str = "quarantine";
 /// Quarantine keys by `district(6) ‖ time(8, BE) ‖ doc(16) ‖ hash(32)` (`------` when unknown).

@@ -32,7 +32,7 @@ use crate::durability::Durability;
 use crate::gate::{parse_chunks, refused_root, sanitize_heads, Gate};
 use crate::held::{Held, HeldLimits, NotHeld, PeerHeld};
 use crate::metrics::Metrics;
-use crate::store::{assemble, ChunkLedger, DocStore, StoreError};
+use crate::store::{assemble, ChunkKey, ChunkLedger, DocStore, StoreError};
 
 /// Tuning of the hub.
 #[derive(Debug, Clone)]
@@ -195,6 +195,9 @@ pub enum DocCmd {
         budget: BudgetContext,
         reply: oneshot::Sender<Result<SealRecord, SealError>>,
     },
+    /// Another node sharing the store wrote this document: read what is new from the store and
+    /// relay it to this node's peers.
+    Refresh,
     /// Persist and stop (eviction or shutdown).
     Unload,
 }
@@ -298,6 +301,8 @@ struct Inner {
     tracker: TaskTracker,
     runtime: tokio::runtime::Handle,
     stopping: AtomicBool,
+    /// Fires when shutdown starts (ends the store follower).
+    stopped: CancellationToken,
     gate: Gate,
     waiting: Mutex<Waiting>,
     /// Peers waiting in total, so the common case (none) skips the lock.
@@ -348,11 +353,78 @@ impl Hub {
             tracker: TaskTracker::new(),
             runtime,
             stopping: AtomicBool::new(false),
+            stopped: CancellationToken::new(),
             gate,
             waiting: Mutex::new(Waiting::default()),
             waiters: AtomicUsize::new(0),
             events: tokio::sync::broadcast::channel(1024).0,
         }))
+    }
+
+    /// Follows the writes of other nodes sharing the store (`DocStore::watch`): each document
+    /// another node wrote is re-read from the store if it is loaded here or someone here waits
+    /// for it, and what is new goes to this node's peers. A node that falls behind the
+    /// notifications re-reads every such document. Ends when the store's notifier ends.
+    pub fn follow_store(&self) {
+        let Some(mut rx) = self.0.store.watch() else {
+            return;
+        };
+        let hub = self.clone();
+        self.0.tracker.spawn_on(
+            async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let next = tokio::select! {
+                        _ = hub.0.stopped.cancelled() => break,
+                        next = rx.recv() => next,
+                    };
+                    match next {
+                        Ok(id) => hub.refresh(id),
+                        Err(RecvError::Lagged(missed)) => {
+                            hub.0.metrics.relay_lagged.add(1);
+                            tracing::warn!(
+                                missed,
+                                "behind the store's notifications: re-reading every live document"
+                            );
+                            let mut ids: HashSet<DocumentId> =
+                                hub.0.docs.lock().unwrap().keys().copied().collect();
+                            ids.extend(hub.0.waiting.lock().unwrap().by_doc.keys().copied());
+                            for id in ids {
+                                hub.refresh(id);
+                            }
+                        }
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+            },
+            &self.0.runtime,
+        );
+    }
+
+    /// Asks a document's task to re-read the store, if the document is live here: loaded, or
+    /// waited for by a peer (then it is loaded, and the waiters get it).
+    fn refresh(&self, id: DocumentId) {
+        let loaded = self.0.docs.lock().unwrap().get(&id).map(|s| s.tx.clone());
+        match loaded {
+            Some(tx) => {
+                if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(DocCmd::Refresh) {
+                    // A busy document: deliver from a task rather than stall the follower.
+                    self.0.runtime.spawn(async move {
+                        let _ = tx.send(cmd).await;
+                    });
+                }
+            }
+            None => {
+                let waited = self.0.waiters.load(Ordering::Acquire) > 0
+                    && self.0.waiting.lock().unwrap().by_doc.contains_key(&id);
+                if waited {
+                    let hub = self.clone();
+                    self.0.runtime.spawn(async move {
+                        let _ = hub.send(id, DocCmd::Refresh).await;
+                    });
+                }
+            }
+        }
     }
 
     /// Durable document changes from now on (a slow subscriber misses some and is told so).
@@ -467,6 +539,7 @@ impl Hub {
     /// Stops taking commands, lets every document finish its batch and persist, and waits.
     pub async fn shutdown(&self) {
         self.0.stopping.store(true, Ordering::Release);
+        self.0.stopped.cancel();
         let slots: Vec<Slot> = self
             .0
             .docs
@@ -868,6 +941,19 @@ impl DocTask {
         if !self.pending.is_empty() {
             self.pending.expire(started);
         }
+        // Other nodes' writes first, while everything of ours is persisted (see `refresh`).
+        if batch.iter().any(|c| matches!(c, DocCmd::Refresh)) {
+            match self.refresh().await {
+                Ok(0) => {}
+                Ok(_) => {
+                    touched.extend(self.peers.keys().copied());
+                    self.judge_ready();
+                }
+                Err(e) => {
+                    tracing::error!(doc.id = %self.id, error = %e, "cannot re-read document from the store");
+                }
+            }
+        }
         for cmd in batch {
             match cmd {
                 DocCmd::Sync {
@@ -1000,7 +1086,7 @@ impl DocTask {
                         seal_replies.push((reply, result));
                     }
                 }
-                DocCmd::Unload => {}
+                DocCmd::Unload | DocCmd::Refresh => {}
             }
         }
 
@@ -1204,11 +1290,22 @@ impl DocTask {
                 return false;
             }
         };
+        let held_before = self.pending.len();
         if !self.judge(peer, changes) {
             return false;
         }
-        // Held changes whose dependencies have now landed are judged too, as their senders' (each
-        // sender's ready changes as one batch).
+        self.judge_ready();
+        if self.pending.len() > held_before && self.hub.0.store.shared() {
+            // Their dependencies may be in the shared store already, written by another node
+            // this one has not heard from yet (a phone that moved here from a node that died).
+            let _ = self.own_tx.try_send(DocCmd::Refresh);
+        }
+        true
+    }
+
+    /// Judges held changes whose dependencies have now landed, as their senders' (each sender's
+    /// ready changes as one batch).
+    fn judge_ready(&mut self) {
         while !self.pending.is_empty() {
             let ready = self.pending.take_ready(&self.doc);
             if ready.is_empty() {
@@ -1226,7 +1323,6 @@ impl DocTask {
                 self.judge(&sender, changes);
             }
         }
-        true
     }
 
     /// The notice repeated to a peer that still holds `held`, a change refused earlier: it names
@@ -1482,6 +1578,59 @@ impl DocTask {
             }
         }
         true
+    }
+
+    /// Applies what other nodes stored since this task last read the store; returns how many
+    /// changes were new. Runs at the start of a batch, when everything this task applied is
+    /// persisted, so the persisted heads move with the document; the ledger becomes the store's
+    /// chunk list, and every chunk in it is applied here, so a later compaction by this task
+    /// still removes only chunks its snapshot covers.
+    async fn refresh(&mut self) -> Result<usize, String> {
+        let store = self.hub.0.store.clone();
+        let id = self.id;
+        let known: HashSet<ChunkKey> = self.ledger.keys.iter().copied().collect();
+        let (chunks, rejected) = tokio::task::spawn_blocking(move || {
+            let chunks = store.load(&id)?;
+            let rejected = Gate::rejected_changes(store.as_ref(), &id)?;
+            Ok::<_, StoreError>((chunks, rejected))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        self.hub.0.metrics.relay_refreshes.add(1);
+        let all_persisted = self.persisted == self.doc.get_heads();
+        let before = self.doc.get_heads();
+        for c in chunks.iter().filter(|c| !known.contains(&c.key)) {
+            self.doc
+                .load_incremental(&c.bytes)
+                .map_err(|e| format!("chunk {}: {e}", hex::encode(c.key.hash)))?;
+        }
+        self.ledger = ChunkLedger::from_chunks(&chunks);
+        self.rejected.extend(rejected);
+        let new = self.doc.get_changes(&before).len();
+        if new == 0 {
+            return Ok(0);
+        }
+        if all_persisted {
+            self.persisted = self.doc.get_heads();
+        }
+        self.hub.0.metrics.relay_changes.add(new as u64);
+        if self.header.is_none() {
+            // Created on another node (which put it in its district's index).
+            self.header = DocumentHeader::read(&self.doc).ok();
+        }
+        if let Some(h) = self
+            .header
+            .as_ref()
+            .filter(|h| h.doc_type != DocType::Index)
+        {
+            let _ = self.hub.0.events.send(DocEvent {
+                id: self.id.to_string(),
+                district: h.district.to_string(),
+                doc_type: h.doc_type.to_string(),
+            });
+        }
+        Ok(new)
     }
 
     /// Writes the changes since the last persisted heads and waits for them to be durable.

@@ -17,6 +17,8 @@ pub mod held;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+#[cfg(test)]
+mod relay_tests;
 pub mod review;
 pub mod store;
 pub mod sync_limits;
@@ -91,6 +93,11 @@ pub enum ServeError {
     Durability,
 }
 
+/// The user the server's own actors are bound to when several nodes share a store.
+pub const SERVER_USER: &str = "minka-server";
+/// Its name on the review pages.
+pub const SERVER_NAME: &str = "Servidor Minka";
+
 /// The server's identity in the store: a storage id (announced to peers) and the actor id it
 /// writes index documents with. Created once, then stable across restarts.
 pub fn server_identity(store: &dyn DocStore) -> Result<(String, ActorId), StoreError> {
@@ -102,12 +109,23 @@ pub fn server_identity(store: &dyn DocStore) -> Result<(String, ActorId), StoreE
             id
         }
     };
-    let actor = match store.meta_get("server", b"actor")? {
-        Some(v) => ActorId::from(v),
-        None => {
-            let a = ActorId::random();
-            store.meta_put("server", b"actor", a.to_bytes())?;
-            a
+    let actor = if store.shared() {
+        // Several nodes write the same documents: two writers under one actor would give two
+        // different changes the same (actor, seq). Each node writes with an actor of its own,
+        // bound to the server user so that no phone can claim it and reviewers see "the server".
+        let a = ActorId::random();
+        let server_user = crdt_core::UserId::new(SERVER_USER.to_string()).expect("valid user id");
+        store.meta_put_if_absent(crate::gate::ACTORS, a.to_bytes(), SERVER_USER.as_bytes())?;
+        crate::gate::Gate::remember_name(store, &server_user, SERVER_NAME)?;
+        a
+    } else {
+        match store.meta_get("server", b"actor")? {
+            Some(v) => ActorId::from(v),
+            None => {
+                let a = ActorId::random();
+                store.meta_put("server", b"actor", a.to_bytes())?;
+                a
+            }
         }
     };
     store.sync()?;
@@ -142,6 +160,7 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     );
     hub.repair_index()?;
+    hub.follow_store();
     crate::gate::Gate::index_quarantine(store.as_ref())?;
     let state = web::Data::new(AppState {
         hub: hub.clone(),

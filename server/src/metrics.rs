@@ -119,6 +119,9 @@ pub struct Metrics {
     pub sync_throttled: Counter,
     pub connections_refused: Counter,
     pub documents_refused: Counter,
+    pub relay_refreshes: Counter,
+    pub relay_changes: Counter,
+    pub relay_lagged: Counter,
 }
 
 impl Default for Metrics {
@@ -151,6 +154,9 @@ impl Default for Metrics {
             sync_throttled: Counter::default(),
             connections_refused: Counter::default(),
             documents_refused: Counter::default(),
+            relay_refreshes: Counter::default(),
+            relay_changes: Counter::default(),
+            relay_lagged: Counter::default(),
         }
     }
 }
@@ -266,6 +272,24 @@ impl Metrics {
             "counter",
             "Ephemeral messages dropped by the per-connection rate limit.",
             self.ephemeral_dropped.get(),
+        );
+        scalar(
+            "minka_relay_refreshes_total",
+            "counter",
+            "Loaded documents re-read from the shared store after another node wrote them.",
+            self.relay_refreshes.get(),
+        );
+        scalar(
+            "minka_relay_changes_total",
+            "counter",
+            "Changes written by other nodes and relayed to this node's peers.",
+            self.relay_changes.get(),
+        );
+        scalar(
+            "minka_relay_lagged_total",
+            "counter",
+            "Times this node fell behind the store's notifications and re-read every live document.",
+            self.relay_lagged.get(),
         );
         scalar(
             "minka_sync_throttled_total",
