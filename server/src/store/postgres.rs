@@ -31,7 +31,8 @@
 //! (noting the database's clock); when it is lost it reconnects with backoff, `LISTEN`s again,
 //! and then announces every document written since shortly before the last good check
 //! ([`REPLAY_MARGIN_SECS`] covers transactions in flight at that moment), so a notification missed
-//! while it was away is not lost. Should that replay be larger than the channel, receivers get
+//! while it was away is not lost (the replay may name documents again, this node's own too: a
+//! receiver reloads them and finds nothing new). Should that replay be larger than the channel, receivers get
 //! `Lagged`, which again means "refresh everything".
 //!
 //! **Failures.** A query that fails returns [`StoreError::Postgres`]; a connection found closed is
@@ -59,6 +60,9 @@ pub const WATCH_CAPACITY: usize = 4096;
 
 /// The notification channel.
 pub const CHANNEL: &str = "minka_docs";
+
+/// The listener connection's `application_name` (to find it in `pg_stat_activity`).
+pub const LISTENER_NAME: &str = "minka-listener";
 
 /// After the listener reconnects, documents written this long before its last good check are
 /// announced again.
@@ -333,7 +337,9 @@ fn listen(url: String, node: String, watch: broadcast::Sender<DocumentId>, stop:
     // The database clock (seconds since the epoch) at the last good check.
     let mut alive_at: Option<f64> = None;
     while !stop.load(Ordering::Acquire) {
-        let mut client = match Client::connect(&url, NoTls)
+        let mut client = match url
+            .parse::<postgres::Config>()
+            .and_then(|mut config| config.application_name(LISTENER_NAME).connect(NoTls))
             .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|_| c))
         {
             Ok(c) => c,
