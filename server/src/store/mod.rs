@@ -377,3 +377,35 @@ pub mod conformance {
         assert_eq!(tables, vec!["actors".to_string(), "other".to_string()]);
     }
 }
+
+#[cfg(test)]
+mod spec_tests {
+    use super::StoreSpec;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn store_specs_parse_and_default_to_sled_in_the_data_dir() {
+        let data = Path::new("./minka-data");
+        assert_eq!(
+            StoreSpec::or_data_dir(None, data).unwrap(),
+            StoreSpec::Sled(data.to_path_buf())
+        );
+        assert_eq!(
+            StoreSpec::or_data_dir(Some("sled:/var/lib/minka"), data).unwrap(),
+            StoreSpec::Sled(PathBuf::from("/var/lib/minka"))
+        );
+        let url = "postgres://minka:s3cret@10.0.0.5:5432/minka";
+        assert_eq!(
+            StoreSpec::or_data_dir(Some(url), data).unwrap(),
+            StoreSpec::Postgres(url.into())
+        );
+        assert!(StoreSpec::or_data_dir(Some("sled:"), data).is_err());
+        assert!(StoreSpec::or_data_dir(Some("mysql://x"), data).is_err());
+        assert!(StoreSpec::or_data_dir(Some("./dir"), data).is_err());
+        // Logs show the URL without its password.
+        assert_eq!(
+            StoreSpec::Postgres(url.into()).to_string(),
+            "postgres://minka@10.0.0.5:5432/minka"
+        );
+    }
+}
