@@ -40,12 +40,14 @@ use crate::conn::{ConnConfig, PeerRegistry};
 use crate::durability::Durability;
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::Metrics;
-use crate::store::{DocStore, SledStore, StoreError};
+use crate::store::{DocStore, StoreError, StoreSpec};
 
 /// Everything `minka serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    /// The document store (`--store`; sled in `data_dir` by default).
+    pub store: StoreSpec,
     pub process_year: u16,
     pub jwt_secret: JwtSecret,
     pub max_loaded_docs: usize,
@@ -138,7 +140,8 @@ pub async fn run(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let store: Arc<dyn DocStore> = Arc::new(SledStore::open(&config.data_dir)?);
+    let store: Arc<dyn DocStore> = crate::store::open(&config.store)?;
+    tracing::info!(store = %config.store, "store opened");
     let (storage_id, actor) = server_identity(store.as_ref())?;
     let metrics = Arc::new(Metrics::default());
     let durability = Durability::start(store.clone(), metrics.clone());

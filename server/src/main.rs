@@ -1,4 +1,4 @@
-//! `minka`: the command line (serve, token, check, compact, demo).
+//! `minka`: the command line (serve, token, check, compact, demo, export, migrate).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use minka_server::auth::{now_unix, Claims, JwtKeys, JwtSecret};
-use minka_server::store::DocStore;
+use minka_server::store::{DocStore, StoreSpec};
 use minka_server::{tools, ServeConfig};
 
 #[derive(Parser)]
@@ -34,6 +34,23 @@ enum Command {
     Demo(DemoArgs),
     /// Export a district's proposals (csv, pabulib) or documents (json) to stdout (server stopped).
     Export(ExportArgs),
+    /// Copy every document and side table from one store to another, then check the copy
+    /// (servers stopped).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The store to copy from: sled:<dir> or postgres://user@host:port/database.
+    #[arg(long)]
+    from: String,
+    /// The store to copy into (created if needed).
+    #[arg(long)]
+    to: String,
+    /// Copy even when the target already holds documents (chunks are content-addressed, so
+    /// documents merge; side-table entries of the source overwrite the target's).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -62,6 +79,44 @@ struct StoreArgs {
     /// Where the sled store (and a generated JWT secret) live.
     #[arg(long, env = "MINKA_DATA_DIR", default_value = "./minka-data")]
     data_dir: PathBuf,
+    /// The document store: sled:<dir>, or postgres://user@host:port/database for a store several
+    /// nodes share. Default: sled in --data-dir (which still holds the generated JWT secret).
+    #[arg(long, env = "MINKA_STORE")]
+    store: Option<String>,
+}
+
+impl StoreArgs {
+    fn spec(&self) -> anyhow::Result<StoreSpec> {
+        StoreSpec::or_data_dir(self.store.as_deref(), &self.data_dir)
+            .map_err(|e| anyhow::anyhow!("--store: {e}"))
+    }
+}
+
+fn open_store(spec: &StoreSpec) -> anyhow::Result<std::sync::Arc<dyn DocStore>> {
+    tools::open_store(spec).with_context(|| format!("opening the store {spec}"))
+}
+
+/// Prints what `minka check` found; an error when it found problems.
+fn print_check(report: &tools::CheckReport) -> anyhow::Result<()> {
+    println!(
+        "{} documents, {} chunks, {} seals checked",
+        report.documents, report.chunks, report.seals
+    );
+    if report.unindexed > 0 {
+        println!(
+            "{} documents are waiting to be listed in their district index (done at the next start)",
+            report.unindexed
+        );
+    }
+    for p in &report.problems {
+        println!("PROBLEM: {p}");
+    }
+    if report.problems.is_empty() {
+        println!("store OK");
+        Ok(())
+    } else {
+        bail!("{} problems found", report.problems.len())
+    }
 }
 
 #[derive(Args, Clone)]
@@ -240,31 +295,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check(args) => {
-            let store = tools::open_store(&args.data_dir)?;
-            let report = tools::check(&store)?;
-            println!(
-                "{} documents, {} chunks, {} seals checked",
-                report.documents, report.chunks, report.seals
-            );
-            if report.unindexed > 0 {
-                println!(
-                    "{} documents are waiting to be listed in their district index (done at the next start)",
-                    report.unindexed
-                );
-            }
-            for p in &report.problems {
-                println!("PROBLEM: {p}");
-            }
-            if report.problems.is_empty() {
-                println!("store OK");
-                Ok(())
-            } else {
-                bail!("{} problems found", report.problems.len())
-            }
+            let store = open_store(&args.spec()?)?;
+            print_check(&tools::check(store.as_ref())?)
         }
+        Command::Migrate(args) => migrate(args),
         Command::Compact(args) => {
-            let store = tools::open_store(&args.data_dir)?;
-            let (compacted, total) = tools::compact(&store)?;
+            let store = open_store(&args.spec()?)?;
+            let (compacted, total) = tools::compact(store.as_ref())?;
             println!("compacted {compacted} of {total} documents");
             Ok(())
         }
@@ -273,9 +310,9 @@ async fn main() -> anyhow::Result<()> {
                 .district
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--district: {e}"))?;
-            let store = tools::open_store(&args.store.data_dir)?;
+            let store = open_store(&args.store.spec()?)?;
             let year = args.process_year;
-            let loaded = minka_server::review::load_district(&store, district, year)?;
+            let loaded = minka_server::review::load_district(store.as_ref(), district, year)?;
             if loaded.is_empty() {
                 bail!("district {district} has no documents for {year} in this store");
             }
@@ -291,23 +328,47 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => {
-            let store = tools::open_store(&args.store.data_dir)?;
+            let spec = args.store.spec()?;
+            let store = open_store(&spec)?;
+            let store = store.as_ref();
             let docs = crdt_core::demo::demo_documents(args.process_year, now_unix() as i64);
-            let n = tools::write_documents(&store, docs.into_iter().map(|d| (d.id, d.doc)))?;
+            let n = tools::write_documents(store, docs.into_iter().map(|d| (d.id, d.doc)))?;
             // The demo users' phones write with fixed actors: bind them, as first sight would.
             let gate = minka_server::gate::Gate::new();
             for user in crdt_core::demo::demo_users() {
-                gate.bind(&store, &crdt_core::demo::demo_actor(&user.id), &user.id)?;
-                minka_server::gate::Gate::remember_name(&store, &user.id, &user.name)?;
+                gate.bind(store, &crdt_core::demo::demo_actor(&user.id), &user.id)?;
+                minka_server::gate::Gate::remember_name(store, &user.id, &user.name)?;
             }
             store.sync()?;
-            println!(
-                "seeded {n} demo documents into {}",
-                args.store.data_dir.display()
-            );
+            println!("seeded {n} demo documents into {spec}");
             Ok(())
         }
     }
+}
+
+/// `minka migrate`: copy, then check the target as `minka check` does.
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let from: StoreSpec = args
+        .from
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to: StoreSpec = args.to.parse().map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    if from == to {
+        bail!("--from and --to are the same store");
+    }
+    let source = open_store(&from)?;
+    let target = open_store(&to)?;
+    let existing = target.list()?.len();
+    if existing > 0 && !args.force {
+        bail!("the target {to} already holds {existing} documents; pass --force to copy into it anyway");
+    }
+    let copied = tools::migrate(source.as_ref(), target.as_ref())?;
+    println!(
+        "copied {} documents ({} snapshots, {} incremental chunks) and {} entries of {} side tables from {from} to {to}",
+        copied.documents, copied.snapshots, copied.incrementals, copied.side_entries, copied.side_tables
+    );
+    println!("checking {to}");
+    print_check(&tools::check(target.as_ref())?)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -316,6 +377,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "listening");
     let config = ServeConfig {
+        store: args.store.spec()?,
         data_dir: args.store.data_dir,
         process_year: args.process_year,
         jwt_secret: secret,

@@ -1,6 +1,7 @@
-//! Offline tools that work on a store directly (the server stopped): `check`, `compact`, `demo`.
+//! Offline tools that work on a store directly (the server stopped): `check`, `compact`, `demo`,
+//! `migrate`.
 
-use std::path::Path;
+use std::sync::Arc;
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,7 +11,7 @@ use crdt_core::DocumentId;
 
 use crate::hub::UNINDEXED;
 
-use crate::store::{assemble, ChunkKind, DocStore, SledStore, StoreError};
+use crate::store::{assemble, ChunkKind, DocStore, StoreError, StoreSpec};
 
 /// What `minka check` found.
 #[derive(Debug, Default)]
@@ -197,7 +198,62 @@ pub fn write_documents(
     Ok(n)
 }
 
-/// Opens the sled store of a data directory for an offline tool.
-pub fn open_store(data_dir: &Path) -> Result<SledStore, StoreError> {
-    SledStore::open(data_dir)
+/// Opens the store an offline tool works on.
+pub fn open_store(spec: &StoreSpec) -> Result<Arc<dyn DocStore>, StoreError> {
+    crate::store::open(spec)
+}
+
+/// What `minka migrate` copied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MigrateReport {
+    pub documents: usize,
+    pub snapshots: usize,
+    pub incrementals: usize,
+    pub side_tables: usize,
+    pub side_entries: usize,
+}
+
+/// Copies every document's chunks and every side-table entry of `from` into `to`, then makes `to`
+/// durable. Chunks are copied as they are (snapshots by `compact` replacing nothing, incrementals
+/// by `append`), so their keys and bytes stay the same; a chunk that does not match its hash is
+/// refused rather than copied. Copying into a store that already holds some of the same chunks is
+/// harmless (chunks are content-addressed); side-table entries overwrite the target's.
+pub fn migrate(from: &dyn DocStore, to: &dyn DocStore) -> Result<MigrateReport, StoreError> {
+    let mut report = MigrateReport::default();
+    for id in from.list()? {
+        report.documents += 1;
+        for chunk in from.load(&id)? {
+            if !chunk.verify() {
+                return Err(StoreError::Corrupt(format!(
+                    "document {id}: chunk {} does not match its hash (run `minka check` on the source)",
+                    hex::encode(chunk.key.hash)
+                )));
+            }
+            let key = match chunk.key.kind {
+                ChunkKind::Snapshot => {
+                    report.snapshots += 1;
+                    to.compact(&id, &chunk.bytes, &[])?
+                }
+                ChunkKind::Incremental => {
+                    report.incrementals += 1;
+                    to.append(&id, &chunk.bytes)?
+                }
+            };
+            if key != chunk.key {
+                return Err(StoreError::Corrupt(format!(
+                    "document {id}: chunk {} was stored under another key",
+                    hex::encode(chunk.key.hash)
+                )));
+            }
+        }
+    }
+    for tree in from.meta_tables()? {
+        report.side_tables += 1;
+        for (key, value) in from.meta_scan(&tree, b"")? {
+            to.meta_put(&tree, &key, &value)?;
+            report.side_entries += 1;
+        }
+    }
+    to.sync()?;
+    Ok(report)
 }

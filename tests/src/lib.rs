@@ -3,3 +3,4 @@
 pub mod chaos;
 pub mod harness;
 pub mod loadgen;
+pub mod pg;

@@ -1,6 +1,7 @@
 //! Document storage: append-only incremental chunks plus compacted snapshots, behind the small
-//! [`DocStore`] trait, with a sled implementation ([`SledStore`]) and an in-memory one
-//! ([`MemoryStore`]) that share one conformance suite.
+//! [`DocStore`] trait, with a sled implementation ([`SledStore`], the embedded default), a
+//! PostgreSQL one ([`PgStore`], shared by several nodes) and an in-memory one ([`MemoryStore`]),
+//! which share one conformance suite. [`open`] opens the store a [`StoreSpec`] names.
 //!
 //! Layout (both implementations): a chunk is addressed by `(document, kind, sha256(chunk))`, so
 //! `minka check` can verify every chunk against its key. Incrementals are the output of
@@ -11,13 +12,79 @@
 //! chunks or the new snapshot, never neither.
 
 mod memory;
+pub mod postgres;
 mod sled_store;
 
 use crdt_core::DocumentId;
 use sha2::{Digest, Sha256};
 
 pub use memory::MemoryStore;
+pub use postgres::PgStore;
 pub use sled_store::SledStore;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Which store to open: `sled:<dir>` or a `postgres://…` (or `postgresql://…`) URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    Sled(PathBuf),
+    Postgres(String),
+}
+
+impl StoreSpec {
+    /// `--store` if given, else the sled store in `data_dir` (the default).
+    pub fn or_data_dir(store: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+        match store {
+            Some(s) => s.parse(),
+            None => Ok(StoreSpec::Sled(data_dir.to_path_buf())),
+        }
+    }
+}
+
+impl std::str::FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(dir) = s.strip_prefix("sled:") {
+            if dir.is_empty() {
+                return Err("`sled:` needs a directory, e.g. sled:./minka-data".into());
+            }
+            return Ok(StoreSpec::Sled(PathBuf::from(dir)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(StoreSpec::Postgres(s.to_string()));
+        }
+        Err(format!(
+            "unknown store {s:?}: use sled:<dir> or postgres://user@host:port/database"
+        ))
+    }
+}
+
+impl std::fmt::Display for StoreSpec {
+    /// For logs: the sled directory, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Sled(dir) => write!(f, "sled:{}", dir.display()),
+            StoreSpec::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let userinfo = &url[scheme + 3..at];
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    write!(f, "{}{user}{}", &url[..scheme + 3], &url[at..])
+                }
+                _ => f.write_str(url),
+            },
+        }
+    }
+}
+
+/// Opens (creating if needed) the store `spec` names.
+pub fn open(spec: &StoreSpec) -> StoreResult<Arc<dyn DocStore>> {
+    Ok(match spec {
+        StoreSpec::Sled(dir) => Arc::new(SledStore::open(dir)?),
+        StoreSpec::Postgres(url) => Arc::new(PgStore::connect(url)?),
+    })
+}
 
 /// Whether a chunk holds one batch of changes or a whole document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,14 +94,14 @@ pub enum ChunkKind {
 }
 
 impl ChunkKind {
-    fn tag(self) -> u8 {
+    pub(crate) fn tag(self) -> u8 {
         match self {
             ChunkKind::Incremental => b'i',
             ChunkKind::Snapshot => b's',
         }
     }
 
-    fn from_tag(tag: u8) -> Option<Self> {
+    pub(crate) fn from_tag(tag: u8) -> Option<Self> {
         match tag {
             b'i' => Some(ChunkKind::Incremental),
             b's' => Some(ChunkKind::Snapshot),
@@ -100,6 +167,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("postgres: {0}")]
+    Postgres(String),
     #[error("corrupt store entry: {0}")]
     Corrupt(String),
 }
@@ -198,9 +267,10 @@ impl ChunkLedger {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod conformance {
-    //! One suite every [`DocStore`] implementation must pass.
+#[doc(hidden)]
+pub mod conformance {
+    //! One suite every [`DocStore`] implementation must pass (public so the system tests run it
+    //! against a real PostgreSQL).
     use super::*;
 
     pub fn run_all(make: &dyn Fn() -> Box<dyn DocStore>) {
@@ -305,5 +375,37 @@ pub(crate) mod conformance {
         let mut tables = s.meta_tables().unwrap();
         tables.sort();
         assert_eq!(tables, vec!["actors".to_string(), "other".to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::StoreSpec;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn store_specs_parse_and_default_to_sled_in_the_data_dir() {
+        let data = Path::new("./minka-data");
+        assert_eq!(
+            StoreSpec::or_data_dir(None, data).unwrap(),
+            StoreSpec::Sled(data.to_path_buf())
+        );
+        assert_eq!(
+            StoreSpec::or_data_dir(Some("sled:/var/lib/minka"), data).unwrap(),
+            StoreSpec::Sled(PathBuf::from("/var/lib/minka"))
+        );
+        let url = "postgres://minka:s3cret@10.0.0.5:5432/minka";
+        assert_eq!(
+            StoreSpec::or_data_dir(Some(url), data).unwrap(),
+            StoreSpec::Postgres(url.into())
+        );
+        assert!(StoreSpec::or_data_dir(Some("sled:"), data).is_err());
+        assert!(StoreSpec::or_data_dir(Some("mysql://x"), data).is_err());
+        assert!(StoreSpec::or_data_dir(Some("./dir"), data).is_err());
+        // Logs show the URL without its password.
+        assert_eq!(
+            StoreSpec::Postgres(url.into()).to_string(),
+            "postgres://minka@10.0.0.5:5432/minka"
+        );
     }
 }
