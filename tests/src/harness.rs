@@ -451,6 +451,16 @@ impl ProtoClient {
             .await
     }
 
+    /// [`Self::sync_doc`] with a longer limit, for big uploads on a busy machine.
+    pub async fn sync_doc_within(
+        &mut self,
+        id: DocumentId,
+        doc: &mut Automerge,
+        limit: Duration,
+    ) -> Result<Vec<Event>> {
+        self.sync_doc_inner(id, doc, false, limit).await
+    }
+
     /// Like [`Self::sync_doc`], but starts with `request` (the client has nothing yet).
     pub async fn request_doc(&mut self, id: DocumentId, doc: &mut Automerge) -> Result<Vec<Event>> {
         self.sync_doc_inner(id, doc, true, Duration::from_secs(20))

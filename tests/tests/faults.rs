@@ -102,7 +102,11 @@ async fn settle_all(url: &str, w: &mut Writer) -> anyhow::Result<bool> {
         // send (a big upload on a slow debug build): try a few times.
         let mut settled = false;
         for _ in 0..10 {
-            let events = c.sync_doc(d.id, &mut d.doc).await?;
+            // A generous limit: after the disk-full recovery the upload is several 64 KiB
+            // changes, judged by a debug build on a machine that may be busy.
+            let events = c
+                .sync_doc_within(d.id, &mut d.doc, Duration::from_secs(90))
+                .await?;
             for e in events {
                 if let Event::Message(Message::Error(e)) = e {
                     w.errors.push(e.message);
