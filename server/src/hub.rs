@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{ActorId, Automerge, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use crdt_core::schema::{
     apply_edits, budget_violations, Acta, ActaStatus, BudgetContext, DocType, DocumentHeader, Edit,
     IndexEntry, NewDocument, NewIndex,
@@ -984,8 +984,33 @@ impl DocTask {
                         }
                     }
                     let chunks = std::mem::replace(&mut msg.changes, sync::ChunkList::empty());
-                    if !chunks.is_empty() && !self.admit(&peer, &chunks) {
-                        continue;
+                    if !chunks.is_empty() {
+                        let changes = match parse_chunks(&self.doc, chunks.iter()) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                peer.send_error(
+                                    self.server_id(),
+                                    format!("document {}: {e}", self.id),
+                                );
+                                continue;
+                            }
+                        };
+                        if self.carries_unread_foreign(&peer, &changes) {
+                            // A phone that moved here from another node carries what that node
+                            // relayed to it, other users' changes this node has not read yet:
+                            // read the shared store first, so they are known, not judged as
+                            // writing in another person's name.
+                            match self.refresh().await {
+                                Ok(0) => {}
+                                Ok(_) => touched.extend(self.peers.keys().copied()),
+                                Err(e) => {
+                                    tracing::error!(doc.id = %self.id, error = %e, "cannot re-read document from the store");
+                                }
+                            }
+                        }
+                        if !self.admit(&peer, changes) {
+                            continue;
+                        }
                     }
                     let entry = self.peers.entry(conn).or_insert_with(|| PeerState {
                         handle: peer,
@@ -1282,14 +1307,7 @@ impl DocTask {
 
     /// Runs a peer's changes through the write gate and applies the accepted ones. False when the
     /// message could not be judged at all (the peer got an `error`).
-    fn admit(&mut self, peer: &PeerHandle, chunks: &sync::ChunkList) -> bool {
-        let changes = match parse_chunks(&self.doc, chunks.iter()) {
-            Ok(c) => c,
-            Err(e) => {
-                peer.send_error(self.server_id(), format!("document {}: {e}", self.id));
-                return false;
-            }
-        };
+    fn admit(&mut self, peer: &PeerHandle, changes: Vec<automerge::Change>) -> bool {
         let held_before = self.pending.len();
         if !self.judge(peer, changes) {
             return false;
@@ -1301,6 +1319,20 @@ impl DocTask {
             let _ = self.own_tx.try_send(DocCmd::Refresh);
         }
         true
+    }
+
+    /// Whether, on a store other nodes share, `changes` hold one this document lacks by an actor
+    /// bound to a user other than the sender (which only another node can have relayed).
+    fn carries_unread_foreign(&self, peer: &PeerHandle, changes: &[automerge::Change]) -> bool {
+        let inner = &self.hub.0;
+        inner.store.shared()
+            && changes.iter().any(|c| {
+                self.doc.get_change_by_hash(&c.hash()).is_none()
+                    && matches!(
+                        inner.gate.binding(inner.store.as_ref(), c.actor_id()),
+                        Ok(Some(owner)) if owner != peer.user.user
+                    )
+            })
     }
 
     /// Judges held changes whose dependencies have now landed, as their senders' (each sender's

@@ -2,6 +2,7 @@
 //! over one in-memory store that announces each node's writes to the other, as PostgreSQL's
 //! `LISTEN/NOTIFY` does for real nodes (`tests/tests/scale_out.rs` runs the real thing).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::auth::AuthUser;
 use crate::durability::Durability;
+use crate::gate::Gate;
 use crate::hub::{DocCmd, Hub, HubConfig, Killer, PeerHandle};
 use crate::metrics::Metrics;
 use crate::store::{Chunk, ChunkKey, DocStore, MemoryStore, StoreResult};
@@ -24,10 +26,15 @@ struct Node {
     store: Arc<MemoryStore>,
     me: usize,
     feeds: Arc<Vec<broadcast::Sender<DocumentId>>>,
+    /// While set, this node's writes are not announced (a notification still on its way).
+    muted: Arc<AtomicBool>,
 }
 
 impl Node {
     fn announce(&self, doc: &DocumentId) {
+        if self.muted.load(Ordering::SeqCst) {
+            return;
+        }
         for (i, feed) in self.feeds.iter().enumerate() {
             if i != self.me {
                 let _ = feed.send(*doc);
@@ -79,15 +86,18 @@ impl DocStore for Node {
     }
 }
 
-fn hubs(n: usize) -> (Vec<Hub>, Arc<MemoryStore>) {
+/// `n` hubs on one common store; each node's switch that mutes its announcements.
+fn hubs(n: usize) -> (Vec<Hub>, Arc<MemoryStore>, Vec<Arc<AtomicBool>>) {
     let common = Arc::new(MemoryStore::new());
     let feeds: Arc<Vec<_>> = Arc::new((0..n).map(|_| broadcast::channel(64).0).collect());
+    let mutes: Vec<Arc<AtomicBool>> = (0..n).map(|_| Arc::default()).collect();
     let hubs = (0..n)
         .map(|me| {
             let store: Arc<dyn DocStore> = Arc::new(Node {
                 store: common.clone(),
                 me,
                 feeds: feeds.clone(),
+                muted: mutes[me].clone(),
             });
             let (_, actor) = crate::server_identity(store.as_ref()).unwrap();
             let metrics = Arc::new(Metrics::default());
@@ -103,7 +113,7 @@ fn hubs(n: usize) -> (Vec<Hub>, Arc<MemoryStore>) {
             hub
         })
         .collect();
-    (hubs, common)
+    (hubs, common, mutes)
 }
 
 struct Phone {
@@ -206,6 +216,24 @@ impl Phone {
     }
 }
 
+/// Ana's proposal, with `coauthors`.
+fn proposal(coauthors: &[&str]) -> Automerge {
+    NewProposal {
+        district: Ubigeo::COMAS,
+        process_year: 2027,
+        title: "Veredas".into(),
+        description: "Veredas".into(),
+        zone: "Collique".into(),
+        category: "vías y veredas".into(),
+        beneficiaries: 1200,
+        estimated_cost: 35_000_000,
+        cofinancing: 0,
+        created_by: UserId::new("ana").unwrap(),
+        coauthors: coauthors.iter().map(|c| UserId::new(*c).unwrap()).collect(),
+    }
+    .create(Some(ActorId::random()), 1_790_000_000)
+}
+
 fn append(doc: &mut Automerge, text: &str) -> ChangeHash {
     let field = doc.get(automerge::ROOT, "description").unwrap().unwrap().1;
     let len = doc.text(field).unwrap().chars().count();
@@ -221,24 +249,11 @@ fn append(doc: &mut Automerge, text: &str) -> ChangeHash {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_written_on_one_node_reaches_a_phone_that_asked_on_another() {
-    let (nodes, common) = hubs(2);
+    let (nodes, common, _) = hubs(2);
     let (a, b) = (&nodes[0], &nodes[1]);
     let id = DocumentId::random();
     let mut ana = Phone::new(1, "ana");
-    ana.doc = NewProposal {
-        district: Ubigeo::COMAS,
-        process_year: 2027,
-        title: "Veredas".into(),
-        description: "Veredas".into(),
-        zone: "Collique".into(),
-        category: "vías y veredas".into(),
-        beneficiaries: 1200,
-        estimated_cost: 35_000_000,
-        cofinancing: 0,
-        created_by: UserId::new("ana").unwrap(),
-        coauthors: vec![UserId::new("beto").unwrap()],
-    }
-    .create(Some(ActorId::random()), 1_790_000_000);
+    ana.doc = proposal(&["beto"]);
 
     // Beto asks node B before the document exists anywhere: he waits there.
     let mut beto = Phone::new(2, "beto");
@@ -272,4 +287,41 @@ async fn a_document_written_on_one_node_reaches_a_phone_that_asked_on_another() 
     b.shutdown().await;
     let stored = crate::store::assemble(&id, &common.load(&id).unwrap()).unwrap();
     assert_eq!(stored.get_heads(), ana.doc.get_heads());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_that_moved_nodes_relays_a_coauthors_change_without_being_refused() {
+    let (nodes, common, mutes) = hubs(2);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let id = DocumentId::random();
+    let mut ana = Phone::new(1, "ana");
+    ana.doc = proposal(&["beto", "carla"]);
+    ana.until_stored(a, id).await;
+    // Carla follows the document on node B, so B holds it live.
+    let mut carla = Phone::new(3, "carla");
+    carla.sync(b, id, true).await;
+    carla.until_has(b, id, &ana.doc.get_heads()).await;
+
+    // Ana edits on node A; Beto, also on A, receives it. B is not told yet.
+    mutes[0].store(true, Ordering::SeqCst);
+    let mut beto = Phone::new(2, "beto");
+    beto.sync(a, id, true).await;
+    let by_ana = append(&mut ana.doc, " en Collique");
+    ana.until_stored(a, id).await;
+    beto.until_has(a, id, &[by_ana]).await;
+
+    // Node A's phones move to B (A died): Beto, on a fresh connection, sends B what he has,
+    // Ana's change included, with one of his own.
+    let mut moved = Phone::new(4, "beto");
+    moved.doc = beto.doc.fork().with_actor(ActorId::random());
+    let by_beto = append(&mut moved.doc, " y pistas");
+    moved.until_stored(b, id).await;
+    carla.until_has(b, id, &[by_ana, by_beto]).await;
+    assert_eq!(
+        Gate::quarantined_count(common.as_ref(), &UserId::new("beto").unwrap()).unwrap(),
+        0,
+        "Ana's change, relayed by Beto, was taken for Beto writing in her name"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }
