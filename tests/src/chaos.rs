@@ -26,8 +26,13 @@ use crate::harness::{Event, ProtoClient};
 
 /// A Comas proposal created by `by` with `coauthors` (who may then edit its description too).
 pub fn comas_proposal(by: &str, coauthors: &[String], title: &str) -> Automerge {
+    proposal_in(Ubigeo::COMAS, by, coauthors, title)
+}
+
+/// A proposal in `district` created by `by` with `coauthors`.
+pub fn proposal_in(district: Ubigeo, by: &str, coauthors: &[String], title: &str) -> Automerge {
     NewProposal {
-        district: Ubigeo::COMAS,
+        district,
         process_year: 2027,
         title: title.into(),
         description: "Veredas".into(),
@@ -228,6 +233,46 @@ impl Writer {
             self.drain(c, opts.pause).await?;
         }
         self.drain(c, settle).await
+    }
+
+    /// Syncs every document to the end on a fresh connection to `url`; returns whether the
+    /// server's heads equal the writer's for each of them afterwards, recording them as
+    /// acknowledged (an unsettled document is noted in `ends`). Each document gets up to ten
+    /// tries of up to 90 s: a big upload judged by a debug build on a busy machine is slow.
+    pub async fn settle(&mut self, url: &str) -> Result<bool> {
+        let mut c = ProtoClient::connect(url, &self.peer_id).await?;
+        let mut all = true;
+        for d in &mut self.docs {
+            // `sync_doc` also returns when the server is quiet for a while with nothing for us
+            // to send: try a few times.
+            let mut settled = false;
+            for _ in 0..10 {
+                let events = c
+                    .sync_doc_within(d.id, &mut d.doc, Duration::from_secs(90))
+                    .await?;
+                for e in events {
+                    if let Event::Message(Message::Error(e)) = e {
+                        self.errors.push(e.message);
+                    }
+                }
+                if let Some(h) = c.server_heads(d.id).filter(|h| *h == d.doc.get_heads()) {
+                    d.acked_heads.extend(h);
+                    d.unacked = 0;
+                    settled = true;
+                    break;
+                }
+            }
+            if !settled {
+                self.ends.push(format!(
+                    "unsettled {}: ours {:?}, server {:?}",
+                    d.id,
+                    d.doc.get_heads(),
+                    c.server_heads(d.id)
+                ));
+            }
+            all &= settled;
+        }
+        Ok(all)
     }
 
     /// Handles what arrives within `wait` (then whatever is already there).

@@ -75,7 +75,8 @@ fn pg_command(program: &Path, as_postgres: bool) -> Command {
     }
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port nobody listens on right now (it may be taken before the caller binds it).
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

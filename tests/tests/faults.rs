@@ -10,12 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crdt_core::wire::Message;
 use crdt_core::DocumentId;
 use minka_tests::chaos::{
     acknowledged, append_text, comas_proposal, verify_present, CutProxy, Tracked, WriteOpts, Writer,
 };
-use minka_tests::harness::{token, Event, ProtoClient, TestServer};
+use minka_tests::harness::{token, TestServer};
 
 fn leader(sub: &str) -> String {
     token(sub, &["leader"], "150110")
@@ -92,52 +91,13 @@ fn own_docs(sub: &str, n: usize) -> Vec<Tracked> {
         .collect()
 }
 
-/// Syncs every document of `w` to the end on a fresh connection; returns whether the server's
-/// heads equal the writer's for each of them afterwards, recording them as acknowledged.
-async fn settle_all(url: &str, w: &mut Writer) -> anyhow::Result<bool> {
-    let mut c = ProtoClient::connect(url, &w.peer_id).await?;
-    let mut all = true;
-    for d in &mut w.docs {
-        // `sync_doc` also returns when the server is quiet for a while with nothing for us to
-        // send (a big upload on a slow debug build): try a few times.
-        let mut settled = false;
-        for _ in 0..10 {
-            // A generous limit: after the disk-full recovery the upload is several 64 KiB
-            // changes, judged by a debug build on a machine that may be busy.
-            let events = c
-                .sync_doc_within(d.id, &mut d.doc, Duration::from_secs(90))
-                .await?;
-            for e in events {
-                if let Event::Message(Message::Error(e)) = e {
-                    w.errors.push(e.message);
-                }
-            }
-            if let Some(h) = c.server_heads(d.id).filter(|h| *h == d.doc.get_heads()) {
-                d.acked_heads.extend(h);
-                settled = true;
-                break;
-            }
-        }
-        if !settled {
-            w.ends.push(format!(
-                "unsettled {}: ours {:?}, server {:?}",
-                d.id,
-                d.doc.get_heads(),
-                c.server_heads(d.id)
-            ));
-        }
-        all &= settled;
-    }
-    Ok(all)
-}
-
 /// Writes one more change to every document and checks the server acknowledges all of it.
 async fn new_writes_are_acknowledged(url: &str, w: &mut Writer) {
     for d in &mut w.docs {
         append_text(&mut d.doc, " Después.");
     }
     assert!(
-        settle_all(url, w).await.unwrap(),
+        w.settle(url).await.unwrap(),
         "new writes after recovery were not acknowledged; errors {:?}",
         w.errors
     );
@@ -194,9 +154,7 @@ async fn connections_cut_at_random_points_converge_without_losing_acknowledged_c
         );
         let mut w = Writer::new(sub, docs, 100 + i as u64);
         // Created before the cutting starts, the shared document first by its author.
-        assert!(settle_all(&server.ws_url(&leader(sub)), &mut w)
-            .await
-            .unwrap());
+        assert!(w.settle(&server.ws_url(&leader(sub))).await.unwrap());
         writers.push(w);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -232,7 +190,7 @@ async fn connections_cut_at_random_points_converge_without_losing_acknowledged_c
     proxy.cut_all();
     for _ in 0..2 {
         for w in &mut writers {
-            let ok = settle_all(&proxy.url(&leader(&w.sub)), w).await.unwrap();
+            let ok = w.settle(&proxy.url(&leader(&w.sub))).await.unwrap();
             assert!(ok, "{} did not settle: {:?}", w.sub, w.ends.last());
         }
     }
@@ -248,7 +206,7 @@ async fn connections_cut_at_random_points_converge_without_losing_acknowledged_c
     assert!(cuts >= 20, "too few cuts to mean anything: {cuts}");
     assert!(p.missing.is_empty() && p.unavailable.is_empty(), "{p:?}");
     // Everything converged: each writer's copy has the server's heads, and holds every change
-    // it wrote (it was acknowledged: `settle_all` saw the server's heads equal its own).
+    // it wrote (it was acknowledged: `settle` saw the server's heads equal its own).
     for w in &writers {
         assert!(w.errors.is_empty(), "{}: {:?}", w.sub, w.errors);
         for d in &w.docs {
@@ -344,7 +302,7 @@ async fn read_only_data_dir_refuses_to_start_and_recovers_after_remount() {
     server.restart().unwrap();
     let mut w = Writer::new("u-ro", own_docs("u-ro", 2), 9);
     let url = server.ws_url(&leader("u-ro"));
-    assert!(settle_all(&url, &mut w).await.unwrap());
+    assert!(w.settle(&url).await.unwrap());
     new_writes_are_acknowledged(&url, &mut w).await;
 
     // Read-only while serving: Linux refuses to remount a filesystem read-only while a process
@@ -360,7 +318,7 @@ async fn read_only_data_dir_refuses_to_start_and_recovers_after_remount() {
             for d in &mut w.docs {
                 append_text(&mut d.doc, " Sin disco.");
             }
-            let ok = settle_all(&url, &mut w).await.unwrap_or(false);
+            let ok = w.settle(&url).await.unwrap_or(false);
             assert!(!ok, "a write to a read-only store was acknowledged");
             server
                 .wait_exit(Duration::from_secs(30))
