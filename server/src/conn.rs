@@ -59,22 +59,46 @@ pub struct ConnConfig {
 #[derive(Default)]
 pub struct PeerRegistry {
     peers: Mutex<HashMap<(UserId, String), Claim>>,
-    /// Open connections per user (entries leave with their user's last connection).
-    open: Arc<Mutex<HashMap<UserId, usize>>>,
+    /// Per user: open connections and the `sync`/`request` budget they share (see [`UserSlot`]).
+    open: Arc<Mutex<HashMap<UserId, UserSlot>>>,
 }
+
+/// What a user's connections share. The sync budget is the user's, not a connection's: a client
+/// that reconnects after every burst would otherwise get a fresh burst each time (the held-changes
+/// flood of `hostile-bench` did exactly that). An entry leaves once the user has no connection
+/// open and the budget has refilled; entries of users who left are pruned when the map grows past
+/// [`PRUNE_USER_SLOTS`], so it holds at most the users connected now or within the last refill
+/// time (burst ÷ rate, 4 s by default).
+struct UserSlot {
+    open: usize,
+    sync: TokenBucket,
+}
+
+/// Above this many entries, `open` drops those of users with nothing open and a full budget.
+const PRUNE_USER_SLOTS: usize = 4096;
 
 /// One open connection of a user, counted until it is dropped.
 pub struct OpenTicket {
-    open: Arc<Mutex<HashMap<UserId, usize>>>,
+    open: Arc<Mutex<HashMap<UserId, UserSlot>>>,
     user: UserId,
+}
+
+impl OpenTicket {
+    /// Charges `cost` units to the user's sync budget; how long to stop reading if it is in debt.
+    fn charge_sync(&self, cost: f64) -> Option<Duration> {
+        let mut open = self.open.lock().unwrap();
+        let slot = open.get_mut(&self.user)?;
+        slot.sync.charge(cost, Instant::now());
+        slot.sync.deficit()
+    }
 }
 
 impl Drop for OpenTicket {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap();
-        if let Some(n) = open.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(slot) = open.get_mut(&self.user) {
+            slot.open -= 1;
+            if slot.open == 0 && slot.sync.is_full(Instant::now()) {
                 open.remove(&self.user);
             }
         }
@@ -85,17 +109,32 @@ impl Drop for OpenTicket {
 type Claim = (u64, Arc<Killer>);
 
 impl PeerRegistry {
-    /// Counts a new connection of `user`; `None` when the user already has `max` open.
-    pub fn open(&self, user: &UserId, max: usize) -> Option<OpenTicket> {
+    /// Counts a new connection of `user`; `None` when the user already has `max` open. A user
+    /// new to the map starts with a full sync budget of `sync_burst` units, refilled at
+    /// `sync_rate` a second.
+    pub fn open(
+        &self,
+        user: &UserId,
+        max: usize,
+        sync_rate: u32,
+        sync_burst: u32,
+    ) -> Option<OpenTicket> {
         let mut open = self.open.lock().unwrap();
-        let n = open.entry(user.clone()).or_insert(0);
-        if *n >= max {
-            if *n == 0 {
+        if open.len() >= PRUNE_USER_SLOTS {
+            let now = Instant::now();
+            open.retain(|_, slot| slot.open > 0 || !slot.sync.is_full(now));
+        }
+        let slot = open.entry(user.clone()).or_insert_with(|| UserSlot {
+            open: 0,
+            sync: TokenBucket::new(sync_rate, sync_burst),
+        });
+        if slot.open >= max {
+            if slot.open == 0 {
                 open.remove(user);
             }
             return None;
         }
-        *n += 1;
+        slot.open += 1;
         Some(OpenTicket {
             open: self.open.clone(),
             user: user.clone(),
@@ -134,7 +173,12 @@ pub async fn sync_ws(
         .authenticate(&req)
         .map_err(ApiError::Unauthorized)?;
     let max_open = state.conn.max_connections_per_user;
-    let Some(ticket) = state.registry.open(&user.user, max_open) else {
+    let Some(ticket) = state.registry.open(
+        &user.user,
+        max_open,
+        state.conn.sync_per_second,
+        state.conn.sync_burst,
+    ) else {
         state.metrics.connections_refused.add(1);
         tracing::info!(user = %user.user, "connection refused: too many open connections");
         return Err(ApiError::TooMany(format!(
@@ -162,9 +206,9 @@ pub async fn sync_ws(
         peer: None,
         docs: HashSet::new(),
         ephemeral: TokenBucket::new(state.conn.ephemeral_per_second, state.conn.ephemeral_burst),
-        sync_budget: TokenBucket::new(state.conn.sync_per_second, state.conn.sync_burst),
         told_ephemeral: false,
-        _ticket: ticket,
+        sync_debt: None,
+        ticket,
     };
     tracing::debug!(conn = conn.id, user = %conn.user.user, "connection opened");
     actix_web::rt::spawn(conn.run(session, stream));
@@ -237,11 +281,13 @@ struct Connection {
     peer: Option<PeerHandle>,
     docs: HashSet<DocumentId>,
     ephemeral: TokenBucket,
-    /// `sync` and `request` messages: beyond it the connection is read more slowly.
-    sync_budget: TokenBucket,
     /// The peer was told that its ephemeral messages are being dropped.
     told_ephemeral: bool,
-    _ticket: OpenTicket,
+    /// Counts this connection against its user's limit and carries the user's sync budget
+    /// (`sync` and `request` messages: beyond it the connection is read more slowly).
+    ticket: OpenTicket,
+    /// The user's sync budget is in debt for this long: stop reading until then.
+    sync_debt: Option<Duration>,
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
@@ -272,6 +318,12 @@ impl TokenBucket {
     fn charge(&mut self, cost: f64, now: Instant) {
         self.refill(now);
         self.tokens -= cost;
+    }
+
+    /// Whether the bucket has refilled to its burst.
+    fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
     }
 
     /// How long until the bucket is out of debt, if it is in debt.
@@ -357,7 +409,7 @@ impl Connection {
                             self.metrics.bytes_in.add(bytes.len() as u64);
                             self.metrics.messages_in.add(1);
                             if let Err(end) = self.handle_frame(&bytes, &out_tx).await { break end; }
-                            if let Some(wait) = self.sync_budget.deficit() {
+                            if let Some(wait) = self.sync_debt.take() {
                                 self.metrics.sync_throttled.add(1);
                                 throttle.as_mut().reset(tokio::time::Instant::now() + wait);
                                 throttled = true;
@@ -510,9 +562,10 @@ impl Connection {
                 .map_err(|e| format!("invalid document id {doc:?}: {e}"))
         };
         if matches!(msg, Message::Sync(_) | Message::Request(_)) {
-            // A message costs one unit, and one more per 16 KiB.
-            let cost = 1.0 + bytes.len() as f64 / 16_384.0;
-            self.sync_budget.charge(cost, Instant::now());
+            // A message costs one unit, and one more per KiB: decoding the changes it carries is
+            // what costs the server, and that grows with its size.
+            let cost = 1.0 + bytes.len() as f64 / 1024.0;
+            self.sync_debt = self.ticket.charge_sync(cost);
         }
         let (id, cmd) = match msg {
             Message::Join(_) => return Err(End::bad_input("`join` sent twice on one connection")),

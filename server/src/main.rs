@@ -157,11 +157,13 @@ struct ServeArgs {
     /// Ephemeral messages one connection may send in a burst.
     #[arg(long, env = "MINKA_EPHEMERAL_BURST", default_value_t = 100)]
     ephemeral_burst: u32,
-    /// `sync`/`request` messages per second one connection is read at (one unit per message and
-    /// one more per 16 KiB) once it has spent its burst; beyond it the server reads it more slowly.
+    /// `sync`/`request` units per second one user's connections are read at, together (one unit
+    /// per message and one more per KiB), once the user has spent the burst; beyond it the server
+    /// reads them more slowly.
     #[arg(long, env = "MINKA_SYNC_PER_SECOND", default_value_t = 500)]
     sync_per_second: u32,
-    /// `sync`/`request` units one connection may send at once.
+    /// `sync`/`request` units one user may send at once (shared by the user's connections, kept
+    /// across reconnects).
     #[arg(long, env = "MINKA_SYNC_BURST", default_value_t = 2_000)]
     sync_burst: u32,
     /// Most changes held while their dependencies are missing, per document and per connection.

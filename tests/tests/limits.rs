@@ -511,12 +511,9 @@ async fn ten_thousand_requests_on_one_connection_are_bounded() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
-async fn sync_messages_over_the_budget_are_paced_not_dropped() {
-    const SENT: usize = 400;
-    let server =
-        TestServer::start_with(&["--sync-per-second", "200", "--sync-burst", "50"]).unwrap();
-    let (mut ana, id, mut doc) = well_behaved(&server).await;
+/// Connects as `u-flood`, sends `n` `request`s for random ids and waits until every one is
+/// answered (`doc-unavailable`), then closes the connection.
+async fn requests_answered(server: &TestServer, n: usize) {
     let mut flood = ProtoClient::connect(&server.ws_url(&comas_leader("u-flood")), "peer-flood")
         .await
         .unwrap();
@@ -525,8 +522,7 @@ async fn sync_messages_over_the_budget_are_paced_not_dropped() {
         .generate_sync_message(&mut sync::State::new())
         .unwrap()
         .encode();
-    let started = Instant::now();
-    for _ in 0..SENT {
+    for _ in 0..n {
         flood
             .send(&Message::Request(RequestMessage {
                 sender_id: "peer-flood".into(),
@@ -537,16 +533,26 @@ async fn sync_messages_over_the_budget_are_paced_not_dropped() {
             .await
             .unwrap();
     }
-    // Every request is answered (`doc-unavailable`): paced, none dropped.
+    // Every request is answered: paced, none dropped.
     let mut answered = 0;
-    while answered < SENT {
+    while answered < n {
         match flood.next(Duration::from_secs(10)).await.unwrap() {
             Some(Event::Message(Message::DocUnavailable(_))) => answered += 1,
             Some(Event::Closed(r)) => panic!("closed: {r:?}"),
             Some(_) => {}
-            None => panic!("only {answered} of {SENT} requests answered"),
+            None => panic!("only {answered} of {n} requests answered"),
         }
     }
+}
+
+#[tokio::test]
+async fn sync_messages_over_the_budget_are_paced_not_dropped() {
+    const SENT: usize = 400;
+    let server =
+        TestServer::start_with(&["--sync-per-second", "200", "--sync-burst", "50"]).unwrap();
+    let (mut ana, id, mut doc) = well_behaved(&server).await;
+    let started = Instant::now();
+    requests_answered(&server, SENT).await;
     let took = started.elapsed().as_secs_f64();
     // 50 at once, then 200 a second: the server cannot have read them all sooner.
     let least = (SENT - 50) as f64 / 200.0;
@@ -556,4 +562,26 @@ async fn sync_messages_over_the_budget_are_paced_not_dropped() {
     );
     assert!(server.metric("minka_sync_throttled_total").unwrap() >= 1.0);
     still_syncs(&mut ana, id, &mut doc, " — a su ritmo").await;
+}
+
+#[tokio::test]
+async fn reconnecting_does_not_renew_a_users_sync_budget() {
+    // Each connection stays under the burst; together they are far over it. A client that
+    // reconnected after every burst once got a fresh one each time (the held-changes flood).
+    const CONNECTIONS: usize = 8;
+    const PER_CONNECTION: usize = 40;
+    let server =
+        TestServer::start_with(&["--sync-per-second", "100", "--sync-burst", "50"]).unwrap();
+    let started = Instant::now();
+    for _ in 0..CONNECTIONS {
+        requests_answered(&server, PER_CONNECTION).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let least = (CONNECTIONS * PER_CONNECTION - 50) as f64 / 100.0;
+    assert!(
+        took >= least * 0.95,
+        "{} requests over {CONNECTIONS} connections answered in {took:.2}s; the user's budget allows no less than {least:.2}s",
+        CONNECTIONS * PER_CONNECTION
+    );
+    assert!(server.metric("minka_sync_throttled_total").unwrap() >= 1.0);
 }
