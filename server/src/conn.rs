@@ -9,10 +9,12 @@
 //! beyond it 429 before the upgrade), documents per connection (`--max-docs-per-connection`,
 //! beyond it an `error` per new document), and ephemeral messages per connection (a token
 //! bucket: `--ephemeral-per-second` sustained, `--ephemeral-burst` at once; beyond it they are
-//! dropped, counted, and the peer is told once). `sync` and `request` messages are paced, not
-//! dropped: a connection that spends more than `--sync-burst` units (one per message, one more per
-//! 16 KiB) faster than `--sync-per-second` is not read until it is back within budget, so one
-//! client cannot keep the documents it shares with others busy.
+//! dropped, counted, and the peer is told once; a connection that goes on sending them after
+//! another burst's worth was dropped is read no faster than the rate, so a flood costs the
+//! server what the rate allows, not what the sender can write). `sync` and `request` messages
+//! are paced, not dropped: a user whose connections together spend more than `--sync-burst`
+//! units (one per message, one more per KiB) faster than `--sync-per-second` is not read until
+//! back within budget, so one client cannot keep the documents it shares with others busy.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,30 +81,51 @@ const PRUNE_USER_SLOTS: usize = 4096;
 
 /// One open connection of a user, counted until it is dropped.
 pub struct OpenTicket {
+    budget: SyncBudget,
+}
+
+/// A user's sync budget, as the user's connections and the document tasks answering them see it.
+#[derive(Clone)]
+pub struct SyncBudget {
     open: Arc<Mutex<HashMap<UserId, UserSlot>>>,
     user: UserId,
 }
 
-impl OpenTicket {
-    /// Charges `cost` units to the user's sync budget; how long to stop reading if it is in debt.
-    fn charge_sync(&self, cost: f64) -> Option<Duration> {
+impl SyncBudget {
+    /// Charges `cost` units; how long to stop reading the user's connections if it is in debt.
+    pub fn charge(&self, cost: f64) -> Option<Duration> {
         let mut open = self.open.lock().unwrap();
         let slot = open.get_mut(&self.user)?;
         slot.sync.charge(cost, Instant::now());
+        slot.sync.deficit()
+    }
+
+    /// How long until the budget is out of debt, if it is in debt.
+    fn deficit(&self) -> Option<Duration> {
+        let mut open = self.open.lock().unwrap();
+        let slot = open.get_mut(&self.user)?;
+        slot.sync.refill(Instant::now());
         slot.sync.deficit()
     }
 }
 
 impl Drop for OpenTicket {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap();
-        if let Some(slot) = open.get_mut(&self.user) {
+        let mut open = self.budget.open.lock().unwrap();
+        if let Some(slot) = open.get_mut(&self.budget.user) {
             slot.open -= 1;
             if slot.open == 0 && slot.sync.is_full(Instant::now()) {
-                open.remove(&self.user);
+                open.remove(&self.budget.user);
             }
         }
     }
+}
+
+/// Which budget a connection's reading was paused for.
+#[derive(Clone, Copy, Debug)]
+enum Debt {
+    Sync,
+    Ephemeral,
 }
 
 /// Who holds a (user, peer id): the connection and the switch that ends it.
@@ -136,8 +159,10 @@ impl PeerRegistry {
         }
         slot.open += 1;
         Some(OpenTicket {
-            open: self.open.clone(),
-            user: user.clone(),
+            budget: SyncBudget {
+                open: self.open.clone(),
+                user: user.clone(),
+            },
         })
     }
 
@@ -207,7 +232,7 @@ pub async fn sync_ws(
         docs: HashSet::new(),
         ephemeral: TokenBucket::new(state.conn.ephemeral_per_second, state.conn.ephemeral_burst),
         told_ephemeral: false,
-        sync_debt: None,
+        read_debt: None,
         ticket,
     };
     tracing::debug!(conn = conn.id, user = %conn.user.user, "connection opened");
@@ -286,8 +311,9 @@ struct Connection {
     /// Counts this connection against its user's limit and carries the user's sync budget
     /// (`sync` and `request` messages: beyond it the connection is read more slowly).
     ticket: OpenTicket,
-    /// The user's sync budget is in debt for this long: stop reading until then.
-    sync_debt: Option<Duration>,
+    /// Stop reading for this long after the current frame, and why: the user's sync budget or
+    /// this connection's ephemeral budget is in debt.
+    read_debt: Option<(Duration, Debt)>,
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
@@ -332,6 +358,13 @@ impl TokenBucket {
             .then(|| Duration::from_secs_f64(-self.tokens / self.rate))
     }
 
+    /// How long until the bucket is back above minus one burst, if it has been overdrawn below
+    /// that (for budgets whose excess is dropped, not owed: pause only for persistent excess).
+    fn overdraft(&self) -> Option<Duration> {
+        let below = -self.burst - self.tokens;
+        (below > 0.0 && self.rate > 0.0).then(|| Duration::from_secs_f64(below / self.rate))
+    }
+
     fn take(&mut self, now: Instant) -> bool {
         self.refill(now);
         if self.tokens >= 1.0 {
@@ -361,6 +394,14 @@ impl Connection {
         let throttle = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(throttle);
         let mut throttled = false;
+        // A user in debt does not get a fresh connection read at once: each new connection's
+        // first message would otherwise be answered in full (a whole document for a `sync` from
+        // nothing) before the debt is seen.
+        if let Some(wait) = self.ticket.budget.deficit() {
+            self.metrics.sync_throttled.add(1);
+            throttle.as_mut().reset(tokio::time::Instant::now() + wait);
+            throttled = true;
+        }
 
         let end = loop {
             tokio::select! {
@@ -409,8 +450,11 @@ impl Connection {
                             self.metrics.bytes_in.add(bytes.len() as u64);
                             self.metrics.messages_in.add(1);
                             if let Err(end) = self.handle_frame(&bytes, &out_tx).await { break end; }
-                            if let Some(wait) = self.sync_debt.take() {
-                                self.metrics.sync_throttled.add(1);
+                            if let Some((wait, debt)) = self.read_debt.take() {
+                                match debt {
+                                    Debt::Sync => self.metrics.sync_throttled.add(1),
+                                    Debt::Ephemeral => self.metrics.ephemeral_throttled.add(1),
+                                }
                                 throttle.as_mut().reset(tokio::time::Instant::now() + wait);
                                 throttled = true;
                             }
@@ -546,7 +590,15 @@ impl Connection {
                 out.clone(),
                 self.killer.clone(),
                 self.metrics.clone(),
-            );
+            )
+            .with_reply_cost({
+                // What the server sends back costs one unit per KiB too: a `sync` from nothing
+                // is answered with the whole document. Seen when the next message is read.
+                let budget = self.ticket.budget.clone();
+                Arc::new(move |bytes| {
+                    budget.charge(bytes as f64 / 1024.0);
+                })
+            });
             handle.send(&Message::Peer(PeerMessage {
                 sender_id: self.hub.server_peer_id().to_string(),
                 target_id: join.sender_id,
@@ -565,7 +617,7 @@ impl Connection {
             // A message costs one unit, and one more per KiB: decoding the changes it carries is
             // what costs the server, and that grows with its size.
             let cost = 1.0 + bytes.len() as f64 / 1024.0;
-            self.sync_debt = self.ticket.charge_sync(cost);
+            self.read_debt = self.ticket.budget.charge(cost).map(|d| (d, Debt::Sync));
         }
         let (id, cmd) = match msg {
             Message::Join(_) => return Err(End::bad_input("`join` sent twice on one connection")),
@@ -586,7 +638,13 @@ impl Connection {
                 },
             ),
             Message::Ephemeral(m) => {
-                if !self.ephemeral.take(Instant::now()) {
+                let now = Instant::now();
+                let relayed = self.ephemeral.take(now);
+                if !relayed {
+                    // Dropped, and charged: once a further burst's worth has been dropped, the
+                    // connection is read no faster than the rate allows.
+                    self.ephemeral.charge(1.0, now);
+                    self.read_debt = self.ephemeral.overdraft().map(|d| (d, Debt::Ephemeral));
                     self.metrics.ephemeral_dropped.add(1);
                     if !self.told_ephemeral {
                         self.told_ephemeral = true;

@@ -85,7 +85,13 @@ pub struct PeerHandle {
     metrics: Arc<Metrics>,
     /// What this connection has held, over all its documents.
     pub(crate) held: Arc<PeerHeld>,
+    /// Charges the bytes of sync replies to this peer's own messages to its user's budget.
+    reply_cost: Option<Arc<ReplyCost>>,
 }
+
+/// Called with the size in bytes of each sync reply a document sends a peer in answer to the
+/// peer's own message (relays of others' changes are not charged to it).
+pub type ReplyCost = dyn Fn(usize) + Send + Sync;
 
 /// Ends a connection from outside its task, with a reason it reports to the client.
 #[derive(Default)]
@@ -129,7 +135,14 @@ impl PeerHandle {
             kill,
             metrics,
             held: Arc::default(),
+            reply_cost: None,
         }
+    }
+
+    /// Charges the replies to this peer's messages with `cost` (see [`ReplyCost`]).
+    pub fn with_reply_cost(mut self, cost: Arc<ReplyCost>) -> Self {
+        self.reply_cost = Some(cost);
+        self
     }
 
     /// Queues a message without waiting. A full queue means the client does not read: the
@@ -931,6 +944,8 @@ impl DocTask {
         let metrics = self.hub.0.metrics.clone();
         metrics.batch_messages.observe(batch.len() as f64);
         let mut touched: HashSet<u64> = HashSet::new();
+        // Peers that sent a message this batch: their replies are charged to them.
+        let mut asked: HashSet<u64> = HashSet::new();
         let mut requested: HashSet<u64> = HashSet::new();
         // Peers whose changes this batch judged: each gets a reply showing our heads.
         let mut acked: HashSet<u64> = HashSet::new();
@@ -1061,6 +1076,7 @@ impl DocTask {
                         }
                     }
                     touched.insert(conn);
+                    asked.insert(conn);
                     if request {
                         requested.insert(conn);
                     }
@@ -1274,11 +1290,20 @@ impl DocTask {
                 p.state.last_sent_heads.clear();
             }
             if let Some(msg) = self.doc.generate_sync_message(&mut p.state) {
+                let data = msg.encode();
+                if let Some(cost) = p
+                    .handle
+                    .reply_cost
+                    .as_ref()
+                    .filter(|_| asked.contains(&conn))
+                {
+                    cost(data.len());
+                }
                 p.handle.send(&Message::Sync(SyncMessage {
                     sender_id: server_id.clone(),
                     target_id: p.handle.peer_id.clone(),
                     document_id: self.id.to_string(),
-                    data: msg.encode(),
+                    data,
                 }));
             }
         }

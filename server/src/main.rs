@@ -151,15 +151,17 @@ struct ServeArgs {
     #[arg(long, env = "MINKA_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
     max_connections_per_user: usize,
     /// Ephemeral messages one connection may send per second (sustained); beyond it they are
-    /// dropped and counted.
+    /// dropped and counted, and a connection that goes on sending them after another burst's
+    /// worth was dropped is read no faster than this.
     #[arg(long, env = "MINKA_EPHEMERAL_PER_SECOND", default_value_t = 20)]
     ephemeral_per_second: u32,
     /// Ephemeral messages one connection may send in a burst.
     #[arg(long, env = "MINKA_EPHEMERAL_BURST", default_value_t = 100)]
     ephemeral_burst: u32,
     /// `sync`/`request` units per second one user's connections are read at, together (one unit
-    /// per message and one more per KiB), once the user has spent the burst; beyond it the server
-    /// reads them more slowly.
+    /// per message, one more per KiB of it and one per KiB of the server's sync replies to it),
+    /// once the user has spent the burst; beyond it the server reads them more slowly, and a new
+    /// connection of a user in debt is first read when the debt is paid.
     #[arg(long, env = "MINKA_SYNC_PER_SECOND", default_value_t = 500)]
     sync_per_second: u32,
     /// `sync`/`request` units one user may send at once (shared by the user's connections, kept

@@ -116,6 +116,7 @@ pub struct Metrics {
     pub held_dropped_left: Counter,
     pub changes_unrecorded: Counter,
     pub ephemeral_dropped: Counter,
+    pub ephemeral_throttled: Counter,
     pub sync_throttled: Counter,
     pub connections_refused: Counter,
     pub documents_refused: Counter,
@@ -151,6 +152,7 @@ impl Default for Metrics {
             held_dropped_left: Counter::default(),
             changes_unrecorded: Counter::default(),
             ephemeral_dropped: Counter::default(),
+            ephemeral_throttled: Counter::default(),
             sync_throttled: Counter::default(),
             connections_refused: Counter::default(),
             documents_refused: Counter::default(),
@@ -272,6 +274,12 @@ impl Metrics {
             "counter",
             "Ephemeral messages dropped by the per-connection rate limit.",
             self.ephemeral_dropped.get(),
+        );
+        scalar(
+            "minka_ephemeral_throttled_total",
+            "counter",
+            "Times a connection was read more slowly for going on sending ephemeral messages after a burst's worth was dropped.",
+            self.ephemeral_throttled.get(),
         );
         scalar(
             "minka_relay_refreshes_total",

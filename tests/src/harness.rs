@@ -366,10 +366,16 @@ pub async fn connect_raw(url: &str) -> Result<Ws> {
 impl ProtoClient {
     /// Connects and completes the `join`/`peer` handshake.
     pub async fn connect(url: &str, peer_id: &str) -> Result<Self> {
+        Self::connect_within(url, peer_id, Duration::from_secs(10)).await
+    }
+
+    /// [`Self::connect`], waiting up to `limit` for the server's `peer` (a user in debt to its
+    /// sync budget is not read at once).
+    pub async fn connect_within(url: &str, peer_id: &str, limit: Duration) -> Result<Self> {
         let mut c = Self::connect_unjoined(url, peer_id).await?;
         let join = c.engine.join();
         c.send_raw(join).await?;
-        match c.next(Duration::from_secs(10)).await? {
+        match c.next(limit).await? {
             Some(Event::Message(Message::Peer(p))) => {
                 c.server_peer_id = p.sender_id.clone();
                 let frame = Message::Peer(p).encode();
@@ -467,6 +473,16 @@ impl ProtoClient {
             .await
     }
 
+    /// [`Self::request_doc`] with another limit.
+    pub async fn request_doc_within(
+        &mut self,
+        id: DocumentId,
+        doc: &mut Automerge,
+        limit: Duration,
+    ) -> Result<Vec<Event>> {
+        self.sync_doc_inner(id, doc, true, limit).await
+    }
+
     async fn sync_doc_inner(
         &mut self,
         id: DocumentId,
@@ -479,11 +495,22 @@ impl ProtoClient {
         if let Some(m) = self.sync_frame(id, doc, request) {
             self.send(&m).await?;
         }
+        let mut received = 0usize;
         loop {
-            if Instant::now() > deadline {
-                bail!("document {id} did not settle in {limit:?}");
-            }
             let settled = self.server_heads(id) == Some(doc.get_heads());
+            if Instant::now() > deadline {
+                if settled {
+                    // Settled, but other messages kept coming: nothing more to wait for.
+                    return Ok(others);
+                }
+                bail!(
+                    "document {id} did not settle in {limit:?}: ours {:?}, the server's {:?}, \
+                     {received} messages received, {} about other things",
+                    doc.get_heads(),
+                    self.server_heads(id),
+                    others.len()
+                );
+            }
             let wait = if settled {
                 Duration::from_millis(150)
             } else {
@@ -499,6 +526,7 @@ impl ProtoClient {
                     None => return Ok(others),
                 },
                 Some(Event::Message(Message::Sync(s))) if s.document_id == id.to_string() => {
+                    received += 1;
                     self.receive_sync(id, doc, &s).await?;
                 }
                 Some(Event::Message(Message::DocUnavailable(d)))

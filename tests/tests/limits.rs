@@ -180,17 +180,18 @@ async fn a_connection_syncs_at_most_max_docs_per_connection() {
 }
 
 #[tokio::test]
-async fn an_ephemeral_flood_is_cut_to_the_rate_limit() {
+async fn an_ephemeral_flood_is_cut_to_the_rate_limit_and_then_read_at_it() {
     let server =
         TestServer::start_with(&["--ephemeral-per-second", "10", "--ephemeral-burst", "20"])
             .unwrap();
-    let (mut ana, id, _doc) = well_behaved(&server).await;
+    let (mut ana, id, mut doc) = well_behaved(&server).await;
     let mut flood = ProtoClient::connect(&server.ws_url(&comas_leader("u-flood")), "peer-flood")
         .await
         .unwrap();
     let mut copy = Automerge::new();
     flood.request_doc(id, &mut copy).await.unwrap();
-    const SENT: usize = 1_000;
+    // Small enough to sit in the socket buffers: sending does not wait for the server.
+    const SENT: usize = 500;
     let started = Instant::now();
     for i in 0..SENT {
         flood
@@ -205,26 +206,41 @@ async fn an_ephemeral_flood_is_cut_to_the_rate_limit() {
             .await
             .unwrap();
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let told = errors(&mut flood, 1, Duration::from_secs(5)).await;
     assert!(
         told.len() == 1 && told[0].contains("ephemeral messages over 10 per second"),
         "{told:?}"
     );
-    // What reached the other peer: at most the burst plus what the rate allows.
+    // What reached the other peer: at most the burst plus what the rate allows. Ana keeps
+    // editing meanwhile, and her edits are acknowledged at once.
     let mut relayed = 0;
     while let Some(ev) = ana.next(Duration::from_millis(500)).await.unwrap() {
         if let Event::Message(Message::Ephemeral(_)) = ev {
             relayed += 1;
         }
     }
-    let allowed = 20.0 + 10.0 * (elapsed + 0.5) + 1.0;
+    append_description(&mut doc, " y una banca");
+    let edit = Instant::now();
+    ana.sync_doc(id, &mut doc).await.unwrap();
+    assert_eq!(ana.server_heads(id), Some(doc.get_heads()));
+    let edit = edit.elapsed();
+    let elapsed = started.elapsed().as_secs_f64();
+    let allowed = 20.0 + 10.0 * elapsed + 1.0;
     assert!(
         relayed >= 20 && (relayed as f64) <= allowed,
         "relayed {relayed} of {SENT} in {elapsed:.2}s (at most {allowed:.0})"
     );
-    let dropped = server.metric("minka_ephemeral_dropped_total").unwrap();
-    assert_eq!(dropped as usize, SENT - relayed, "every drop is counted");
+    // Once another burst's worth was dropped, the server stopped reading the flood faster than
+    // the rate: most of it is still unread, and every drop so far is counted.
+    let dropped = server.metric("minka_ephemeral_dropped_total").unwrap() as usize;
+    let read_at_most = 20.0 + 20.0 + 10.0 * started.elapsed().as_secs_f64() + 2.0;
+    assert!(
+        dropped >= 20 && (relayed + dropped) as f64 <= read_at_most,
+        "read {relayed} relayed + {dropped} dropped of {SENT} in {elapsed:.2}s: not paced \
+         (at most {read_at_most:.0})"
+    );
+    assert!(server.metric("minka_ephemeral_throttled_total").unwrap() >= 1.0);
+    println!("flood: {relayed} relayed, {dropped} dropped, {SENT} sent; ana's edit took {edit:?}");
 }
 
 /// Ana's proposal, and `n` later changes of hers of which the first is left out: the other `n - 1`
@@ -584,4 +600,73 @@ async fn reconnecting_does_not_renew_a_users_sync_budget() {
         CONNECTIONS * PER_CONNECTION
     );
     assert!(server.metric("minka_sync_throttled_total").unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn downloading_a_document_again_and_again_is_paced_by_what_it_costs_to_send() {
+    // A `sync` from nothing is cheap to send and answered with the whole document: the reply's
+    // bytes count against the asker's budget, and a new connection of a user in debt is not read
+    // until the debt is paid (a reconnecting reader once got a full copy per connection).
+    const RATE: f64 = 5.0;
+    let server = TestServer::start_with(&["--sync-per-second", "5", "--sync-burst", "10"]).unwrap();
+    let (_ana, id, doc) = {
+        let mut c = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-ana")
+            .await
+            .unwrap();
+        let id = DocumentId::random();
+        let mut doc = proposal(Ubigeo::COMAS, "u-ana", "Losa deportiva", &[]);
+        // Text that does not compress: what is sent is about what is stored.
+        let text: String = (0..15 * 1024)
+            .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
+            .collect();
+        append_description(&mut doc, &text);
+        // Ana's own upload costs her budget too: a debug build judging it may be quiet for a
+        // while, so sync until the server has it.
+        for _ in 0..10 {
+            c.sync_doc_within(id, &mut doc, Duration::from_secs(30))
+                .await
+                .unwrap();
+            if c.server_heads(id) == Some(doc.get_heads()) {
+                break;
+            }
+        }
+        assert_eq!(c.server_heads(id), Some(doc.get_heads()));
+        (c, id, doc)
+    };
+    const DOWNLOADS: usize = 3;
+    let started = Instant::now();
+    let mut waits = Vec::new();
+    let mut least = 0.0;
+    let mut last_done = started;
+    for i in 0..DOWNLOADS {
+        let mut reader = ProtoClient::connect_within(
+            &server.ws_url(&comas_leader("u-lector")),
+            &format!("peer-lector-{i}"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let mut copy = Automerge::new();
+        reader
+            .request_doc_within(id, &mut copy, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(copy.get_heads(), doc.get_heads(), "download {i} incomplete");
+        waits.push(last_done.elapsed().as_secs_f64());
+        last_done = Instant::now();
+        // What this download cost: a unit per message sent, a unit per KiB received. All but
+        // the last are waited out by the next connection, less what the burst covers.
+        let units = reader.bytes_in as f64 / 1024.0;
+        if i + 1 < DOWNLOADS {
+            least += units / RATE;
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    least -= 10.0 / RATE;
+    assert!(
+        took >= least * 0.9,
+        "{DOWNLOADS} downloads took {took:.2}s ({waits:.2?} each); the budget allows no less than {least:.2}s"
+    );
+    assert!(server.metric("minka_sync_throttled_total").unwrap() >= (DOWNLOADS - 1) as f64);
+    println!("{DOWNLOADS} downloads took {took:.2}s ({waits:.2?} each; at least {least:.2}s)");
 }
