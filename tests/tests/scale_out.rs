@@ -58,6 +58,24 @@ impl Cluster {
     }
 }
 
+/// What the nodes logged above INFO, for a failure message.
+fn node_trouble(nodes: &[TestServer]) -> String {
+    let mut out = String::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let log = n.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        out.push_str(&format!("node{} ({} lines):\n", i + 1, lines.len()));
+        for l in lines.iter().rev().take(40).rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Receives on `c` until `done(doc)` holds (applying sync messages for `id`), up to `limit`;
 /// the time it took.
 async fn follow_until(
@@ -327,11 +345,16 @@ async fn a_node_killed_mid_storm_loses_nothing_acknowledged() {
     // last changes reach the writers that settled before them.
     for _ in 0..2 {
         for (district, w) in &mut writers {
-            let ok = w
-                .settle(&proxy.ws_url(&leader(&w.sub, *district)))
-                .await
-                .unwrap();
-            assert!(ok, "{} did not settle: {:?}", w.sub, w.ends.last());
+            let settled = w.settle(&proxy.ws_url(&leader(&w.sub, *district))).await;
+            if !matches!(settled, Ok(true)) {
+                panic!(
+                    "{} did not settle: {settled:?} {:?}; errors {:?}\n{}",
+                    w.sub,
+                    w.ends.last(),
+                    w.errors,
+                    node_trouble(&nodes)
+                );
+            }
         }
     }
     let writes: u64 = writers.iter().map(|(_, w)| w.writes).sum();
