@@ -3,11 +3,13 @@
 //! RELIABILITY-hostile.md.
 //!
 //! Each run starts one release `minka serve` on a fresh data directory (default limits). A
-//! well-behaved leader creates a proposal, then, per scenario, makes `--edits` edits: each is one
-//! change sent in a sync message and timed until the server's sync reply acknowledges it (the
-//! server's heads equal ours), with `--pause-ms` between edits during which it keeps reading. The
-//! client runs on its own thread and runtime; the attacks run on another runtime, started
-//! `--warmup-ms` before the first edit and stopped after the last:
+//! well-behaved leader creates a proposal, then, per scenario, makes `--edits` edits with no
+//! attack and `--edits` more under the attack: each is one change sent in a sync message and
+//! timed until the server's sync reply acknowledges it (the server's heads equal ours), with
+//! `--pause-ms` between edits during which it keeps reading. A scenario's ratio is to the quiet
+//! edits just before it. The client runs on its own thread and runtime; the attacks run on
+//! another runtime (each scenario as a user of its own), started `--warmup-ms` before the first
+//! edit under attack and stopped after the last:
 //!
 //! - `baseline`: no attack (measured first and again last, `baseline-end`);
 //! - `malformed-frames`: 4 connections in a loop, each joins and sends one of: non-CBOR bytes, a
@@ -101,6 +103,50 @@ struct ScenarioResult {
     max_ms: f64,
     attack_ops: u64,
     healthy_after: bool,
+    /// The same client's p50 and p99 measured just before, with no attack: the ratio is to
+    /// these, so drift over the run (a growing document, a busier machine) is not blamed on
+    /// the attack.
+    quiet_p50_ms: f64,
+    quiet_p99_ms: f64,
+    /// CPU time the server used during the scenario (user + system), in ms.
+    server_cpu_ms: f64,
+    /// How the server's counters of refusals and pacing moved during the scenario.
+    counters: Vec<(String, f64)>,
+}
+
+/// Counters of what the server refused, dropped or paced, reported per scenario.
+const COUNTERS: [&str; 6] = [
+    "minka_connections_total",
+    "minka_connections_refused_total",
+    "minka_sync_throttled_total",
+    "minka_ephemeral_dropped_total",
+    "minka_ephemeral_throttled_total",
+    "minka_messages_in_total",
+];
+
+fn counters(server: &TestServer) -> Vec<f64> {
+    COUNTERS
+        .iter()
+        .map(|c| server.metric(c).unwrap_or(f64::NAN))
+        .collect()
+}
+
+/// User + system CPU time of a process so far, in ms (Linux `/proc/PID/stat`).
+fn cpu_ms(pid: Option<u32>) -> f64 {
+    let Some(stat) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+    else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks/s.
+    (ticks(11) + ticks(12)) * 10.0
 }
 
 fn main() -> Result<()> {
@@ -145,15 +191,24 @@ fn one_run(
                 continue;
             }
         }
+        let quiet = if name.starts_with("baseline") {
+            None
+        } else {
+            Some(good.edits(args.edits, Duration::from_millis(args.pause_ms))?)
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
         let ctx = AttackCtx {
             addr: addr.clone(),
-            url: server.ws_url(&token("u-malo", &["leader"], "150110")),
+            // A user of its own per scenario: what one attack left behind (connections still
+            // open, a budget in debt) does not limit the next one.
+            url: server.ws_url(&token(&format!("u-malo-{name}"), &["leader"], "150110")),
             good_doc: good_id,
             stop: stop.clone(),
             ops: ops.clone(),
         };
+        let counters_before = counters(&server);
+        let cpu_before = cpu_ms(server.pid());
         let handles = attack_rt.block_on(start_attack(name, ctx))?;
         std::thread::sleep(Duration::from_millis(if handles.is_empty() {
             0
@@ -168,6 +223,15 @@ fn one_run(
             }
         });
         let healthy_after = matches!(server.http_get("/healthz", None), Ok((200, _)));
+        let server_cpu_ms = cpu_ms(server.pid()) - cpu_before;
+        let counters = COUNTERS
+            .iter()
+            .zip(counters(&server).iter().zip(&counters_before))
+            .map(|(c, (after, before))| {
+                (c.trim_start_matches("minka_").to_string(), after - before)
+            })
+            .filter(|(_, d)| *d != 0.0)
+            .collect();
         let r = ScenarioResult {
             name: name.to_string(),
             p50_ms: percentile(&latencies, 0.50),
@@ -175,10 +239,14 @@ fn one_run(
             max_ms: percentile(&latencies, 1.0),
             attack_ops: ops.load(Ordering::Relaxed),
             healthy_after,
+            quiet_p50_ms: quiet.as_ref().map_or(f64::NAN, |q| percentile(q, 0.50)),
+            quiet_p99_ms: quiet.as_ref().map_or(f64::NAN, |q| percentile(q, 0.99)),
+            server_cpu_ms,
+            counters,
         };
         eprintln!(
-            "{:<17} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  attack ops {:>7}  healthy {}",
-            r.name, r.p50_ms, r.p99_ms, r.max_ms, r.attack_ops, r.healthy_after
+            "{:<17} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  (quiet before: p50 {:.2} p99 {:.2})  attack ops {:>7}  healthy {}  server cpu {:.0} ms  {:?}",
+            r.name, r.p50_ms, r.p99_ms, r.max_ms, r.quiet_p50_ms, r.quiet_p99_ms, r.attack_ops, r.healthy_after, r.server_cpu_ms, r.counters
         );
         out.push(r);
         // Let the server settle (closing connections, idle documents) before the next scenario.
@@ -206,7 +274,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn print_summary(runs: &[Vec<ScenarioResult>]) {
-    println!("| scenario | p50 ms (runs) | p99 ms (runs) | p50 ratio min/median/max | p99 ratio min/median/max | attack ops/run | healthy |");
+    println!("| scenario | p50 ms (runs) | p99 ms (runs) | p50 ratio to quiet min/median/max | p99 ratio to quiet min/median/max | attack ops/run | healthy |");
     println!("|---|---|---|---|---|---|---|");
     let names: Vec<String> = runs[0].iter().map(|r| r.name.clone()).collect();
     for name in names {
@@ -223,8 +291,14 @@ fn print_summary(runs: &[Vec<ScenarioResult>]) {
             };
             p50s.push(format!("{:.2}", r.p50_ms));
             p99s.push(format!("{:.2}", r.p99_ms));
-            r50.push(r.p50_ms / base.p50_ms);
-            r99.push(r.p99_ms / base.p99_ms);
+            // An attack against the quiet edits just before it; baselines against the first.
+            let (q50, q99) = if r.quiet_p50_ms.is_nan() {
+                (base.p50_ms, base.p99_ms)
+            } else {
+                (r.quiet_p50_ms, r.quiet_p99_ms)
+            };
+            r50.push(r.p50_ms / q50);
+            r99.push(r.p99_ms / q99);
             ops.push(r.attack_ops.to_string());
             healthy &= r.healthy_after;
         }
