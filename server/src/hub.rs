@@ -542,9 +542,22 @@ impl Hub {
             .map(|(id, s)| (s.last_used.load(Ordering::Relaxed), *id))
             .collect();
         idle.sort_unstable();
-        for (_, id) in idle.into_iter().take(n) {
-            if let Some(slot) = docs.remove(&id) {
-                let _ = slot.tx.try_send(DocCmd::Unload);
+        let mut evicted = 0;
+        for (_, id) in idle {
+            if evicted == n {
+                break;
+            }
+            let Some(slot) = docs.get(&id) else { continue };
+            // A document whose queue is full is busy, not idle. Forgetting it without its
+            // `Unload` would leave its task running unseen (it holds its own sender, so its
+            // queue never closes): a second task for the same document, and one that shutdown
+            // waits on for ever.
+            match slot.tx.try_send(DocCmd::Unload) {
+                Err(mpsc::error::TrySendError::Full(_)) => continue,
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+                    docs.remove(&id);
+                    evicted += 1;
+                }
             }
         }
     }

@@ -44,11 +44,20 @@ fn server_messages_inputs_replay_without_panic_and_every_frame_decodes() {
     let mut failed = Vec::new();
     let mut syncs = 0;
     for (name, bytes) in inputs("server_messages") {
-        match catch_unwind(AssertUnwindSafe(|| {
-            minka_server::fuzzing::server_messages(&bytes)
-        })) {
-            Ok(n) => syncs += n,
-            Err(_) => failed.push(name),
+        // On a thread of its own, so an input that hangs (the fuzzer's `timeout-` artifacts)
+        // fails the test instead of stalling it. The harness's clock is paused: time-based
+        // waits take no real time, so 60 s is far more than any input needs.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                minka_server::fuzzing::server_messages(&bytes)
+            }));
+            let _ = tx.send(r.ok());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(Some(n)) => syncs += n,
+            Ok(None) => failed.push(name),
+            Err(_) => failed.push(format!("{name} (hung for 60 s)")),
         }
     }
     assert!(failed.is_empty(), "inputs that fail: {failed:?}");
