@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{now_unix, AuthUser};
 use crate::error::ApiError;
+use crate::hub::SendQueue;
 use crate::hub::{DocCmd, Hub, Killer, PeerHandle};
 use crate::metrics::Metrics;
 use crate::AppState;
@@ -48,6 +49,8 @@ pub struct ConnConfig {
     pub sync_per_second: u32,
     pub sync_burst: u32,
     pub send_queue: usize,
+    /// Most bytes queued for one connection (see [`crate::hub::SendQueue`]).
+    pub send_queue_bytes: usize,
     pub heartbeat: Duration,
     /// The server's storage id, announced in `peer`.
     pub storage_id: String,
@@ -233,6 +236,7 @@ pub async fn sync_ws(
         ephemeral: TokenBucket::new(state.conn.ephemeral_per_second, state.conn.ephemeral_burst),
         told_ephemeral: false,
         read_debt: None,
+        queued: Arc::new(SendQueue::new(state.conn.send_queue_bytes)),
         ticket,
     };
     tracing::debug!(conn = conn.id, user = %conn.user.user, "connection opened");
@@ -314,6 +318,8 @@ struct Connection {
     /// Stop reading for this long after the current frame, and why: the user's sync budget or
     /// this connection's ephemeral budget is in debt.
     read_debt: Option<(Duration, Debt)>,
+    /// Bytes queued for this connection and not yet handed to the socket.
+    queued: Arc<SendQueue>,
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
@@ -417,6 +423,7 @@ impl Connection {
                 },
                 _ = &mut expiry => break End::Close { code: CloseCode::Policy, reason: "token expired".into(), error: true },
                 Some(frame) = out_rx.recv() => {
+                    self.queued.taken(frame.len());
                     self.metrics.bytes_out.add(frame.len() as u64);
                     self.metrics.messages_out.add(1);
                     match self.guarded(session.binary(frame), &kill).await {
@@ -591,6 +598,7 @@ impl Connection {
                 self.killer.clone(),
                 self.metrics.clone(),
             )
+            .with_queue(self.queued.clone())
             .with_reply_cost({
                 // What the server sends back costs one unit per KiB too: a `sync` from nothing
                 // is answered with the whole document. Seen when the next message is read.

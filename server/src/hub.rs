@@ -87,6 +87,41 @@ pub struct PeerHandle {
     pub(crate) held: Arc<PeerHeld>,
     /// Charges the bytes of sync replies to this peer's own messages to its user's budget.
     reply_cost: Option<Arc<ReplyCost>>,
+    /// Bounds the bytes queued for the connection, besides `out`'s bound in frames.
+    queue: Option<Arc<SendQueue>>,
+}
+
+/// Bytes queued for one connection and not yet taken by it for its socket. A client that does
+/// not read is disconnected once they pass the limit: a bound in frames alone lets a queue of
+/// large frames (big documents, 1 MiB ephemeral messages) hold hundreds of MiB.
+pub struct SendQueue {
+    bytes: AtomicUsize,
+    max: usize,
+}
+
+impl SendQueue {
+    pub fn new(max: usize) -> Self {
+        Self {
+            bytes: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Counts `len` more bytes queued; false (counting nothing) when that would pass the limit
+    /// with something already queued (one message over the limit still goes out alone).
+    fn put(&self, len: usize) -> bool {
+        let before = self.bytes.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > self.max {
+            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// The connection took `len` bytes off the queue.
+    pub fn taken(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::Relaxed);
+    }
 }
 
 /// Called with the size in bytes of each sync reply a document sends a peer in answer to the
@@ -136,7 +171,14 @@ impl PeerHandle {
             metrics,
             held: Arc::default(),
             reply_cost: None,
+            queue: None,
         }
+    }
+
+    /// Bounds what is queued for this peer in bytes too (see [`SendQueue`]).
+    pub fn with_queue(mut self, queue: Arc<SendQueue>) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Charges the replies to this peer's messages with `cost` (see [`ReplyCost`]).
@@ -148,15 +190,31 @@ impl PeerHandle {
     /// Queues a message without waiting. A full queue means the client does not read: the
     /// connection is closed rather than letting its queue grow without bound.
     pub fn send(&self, msg: &Message) -> bool {
-        match self.out.try_send(msg.encode()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let frame = msg.encode();
+        let len = frame.len();
+        if let Some(q) = &self.queue {
+            if !q.put(len) {
                 self.metrics.slow_consumers_closed.add(1);
-                self.kill.kill("send queue full: the client is not reading");
-                false
+                self.kill.kill(format!(
+                    "send queue full: the client is not reading (over {} bytes waiting)",
+                    q.max
+                ));
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+        let full = match self.out.try_send(frame) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        if let Some(q) = &self.queue {
+            q.taken(len);
+        }
+        if full {
+            self.metrics.slow_consumers_closed.add(1);
+            self.kill.kill("send queue full: the client is not reading");
+        }
+        false
     }
 
     /// Sends `doc-unavailable` for a document.

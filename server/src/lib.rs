@@ -62,6 +62,7 @@ pub struct ServeConfig {
     pub held: crate::held::HeldLimits,
     pub max_quarantine_per_user: usize,
     pub send_queue: usize,
+    pub send_queue_bytes: usize,
     pub heartbeat: Duration,
     pub workers: usize,
     /// Skip the write gate (the benchmark measures its cost with it). Honoured only in builds
@@ -178,6 +179,7 @@ pub async fn run(
             sync_per_second: config.sync_per_second,
             sync_burst: config.sync_burst,
             send_queue: config.send_queue,
+            send_queue_bytes: config.send_queue_bytes,
             heartbeat: config.heartbeat,
             storage_id,
         },

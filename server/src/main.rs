@@ -188,6 +188,10 @@ struct ServeArgs {
     /// Messages queued per connection before a non-reading client is disconnected.
     #[arg(long, env = "MINKA_SEND_QUEUE", default_value_t = 1024)]
     send_queue: usize,
+    /// Bytes queued per connection before a non-reading client is disconnected (a single
+    /// message larger than this is still sent when nothing else is queued).
+    #[arg(long, env = "MINKA_SEND_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    send_queue_bytes: usize,
     /// Seconds between WebSocket pings; a peer silent for twice this is disconnected.
     #[arg(long, env = "MINKA_HEARTBEAT_SECS", default_value_t = 15)]
     heartbeat_secs: u64,
@@ -403,6 +407,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_quarantine_per_user: args.max_quarantine_per_user,
         send_queue: args.send_queue,
+        send_queue_bytes: args.send_queue_bytes,
         heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
         workers: args.workers,
         #[cfg(feature = "bench-unchecked")]

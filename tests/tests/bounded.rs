@@ -225,7 +225,20 @@ async fn many_idle_connections_are_accepted_counted_and_released() {
 /// its queue grow or its socket stall the server; the writer it stopped listening to is not slowed.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected() {
-    let server = TestServer::start_with(&["--send-queue", "8"]).unwrap();
+    sleeper_is_disconnected(&["--send-queue", "8"]).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_by_the_bytes_queued_for_it() {
+    // A queue of at most 100,000 frames, but 4 MiB: the frames are 1 MiB each, so the bound in
+    // bytes is the one that holds (before it, only the frame count did: 100,000 MiB).
+    sleeper_is_disconnected(&["--send-queue", "100000", "--send-queue-bytes", "4194304"]).await;
+}
+
+/// A client that stops reading while 1 MiB messages are relayed to it is disconnected, with a
+/// close it finds when it reads again, and the writer goes on.
+async fn sleeper_is_disconnected(args: &[&str]) {
+    let server = TestServer::start_with(args).unwrap();
     let id = DocumentId::random();
     let mut doc = proposal(Ubigeo::COMAS, "u-ana", "Losa multiusos", &[]);
     let mut writer = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-w")
