@@ -430,7 +430,7 @@ impl Connection {
                         Sent::Done => {}
                         Sent::Gone => break End::Gone,
                         Sent::Interrupted => continue,
-                        Sent::Stalled => break End::not_reading(),
+                        Sent::Stalled => break self.stalled(),
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -441,7 +441,7 @@ impl Connection {
                         Sent::Done => {}
                         Sent::Gone => break End::Gone,
                         Sent::Interrupted => continue,
-                        Sent::Stalled => break End::not_reading(),
+                        Sent::Stalled => break self.stalled(),
                     }
                 }
                 _ = &mut throttle, if throttled => throttled = false,
@@ -471,7 +471,7 @@ impl Connection {
                             Sent::Done => {}
                             Sent::Gone => break End::Gone,
                             Sent::Interrupted => continue,
-                            Sent::Stalled => break End::not_reading(),
+                            Sent::Stalled => break self.stalled(),
                         },
                         Some(Ok(AggregatedMessage::Pong(_))) => {}
                         // Answer the client's close frame, as RFC 6455 asks, so it need not wait.
@@ -519,6 +519,13 @@ impl Connection {
     /// Runs one write to the session. A client that stops reading makes the write wait for room
     /// that never comes; the kill switch (its send queue overflowed), shutdown and a stall of two
     /// heartbeats must still end the connection, so the write never waits on them.
+    /// A write waited two heartbeats: the client is not reading. Counted with the connections
+    /// whose send queue filled.
+    fn stalled(&self) -> End {
+        self.metrics.slow_consumers_closed.add(1);
+        End::not_reading()
+    }
+
     async fn guarded<F>(&self, write: F, kill: &CancellationToken) -> Sent
     where
         F: std::future::Future<Output = Result<(), actix_ws::Closed>>,

@@ -236,7 +236,7 @@ impl Metrics {
         scalar(
             "minka_slow_consumers_closed_total",
             "counter",
-            "Connections closed because their send queue was full.",
+            "Connections closed for not reading: their send queue was full, or a write waited two heartbeats.",
             self.slow_consumers_closed.get(),
         );
         scalar(
