@@ -217,11 +217,24 @@ fn one_run(
         }));
         let latencies = good.edits(args.edits, Duration::from_millis(args.pause_ms))?;
         stop.store(true, Ordering::Relaxed);
-        attack_rt.block_on(async {
-            for h in handles {
-                let _ = tokio::time::timeout(Duration::from_secs(20), h).await;
+        // An attacker blocked on a socket the server reads slowly (paced) does not see `stop`
+        // soon: abort it after a second. The good client is not polled meanwhile, and the
+        // server closes a connection silent for two heartbeats (30 s).
+        let stopping = Instant::now();
+        let aborted = attack_rt.block_on(async {
+            let mut aborted = 0;
+            for mut h in handles {
+                let left = Duration::from_secs(1).saturating_sub(stopping.elapsed());
+                if tokio::time::timeout(left, &mut h).await.is_err() {
+                    h.abort();
+                    aborted += 1;
+                }
             }
+            aborted
         });
+        if aborted > 0 {
+            eprintln!("{name}: {aborted} attack tasks aborted after 1 s");
+        }
         let healthy_after = matches!(server.http_get("/healthz", None), Ok((200, _)));
         let server_cpu_ms = cpu_ms(server.pid()) - cpu_before;
         let counters = COUNTERS
