@@ -55,6 +55,26 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// Opens sled in `dir`. sled's background threads hold the database, and its file lock, for a
+/// moment after the store is dropped (sled issue #1289), so an app that closed its client and
+/// opened it again at once got "could not acquire lock": a lock still held is waited for, up to
+/// two seconds.
+fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            // sled reports it as an `Other` error whose text carries the `WouldBlock`.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn chunk_prefix(doc: &DocumentId, kind: u8, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(16 + 1 + 8 + 2);
     k.extend_from_slice(doc.as_bytes());
@@ -67,7 +87,7 @@ impl LocalStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).open()?;
+        let db = open_db(dir)?;
         let log_file = File::open(dir.join("db"))?;
         File::open(dir)?.sync_all()?;
         Ok(Self {
@@ -245,6 +265,37 @@ mod tests {
     use super::*;
     use automerge::transaction::Transactable;
     use automerge::ROOT;
+
+    #[test]
+    fn a_store_closed_and_opened_again_at_once_opens_every_time() {
+        // sled's flusher thread used to hold the file lock past the drop (sled issue #1289): a
+        // Kotlin test that closed its client and opened it again failed with WouldBlock in CI.
+        let dir = tempfile::tempdir().unwrap();
+        let id = DocumentId::random();
+        let mut doc = Automerge::new();
+        for i in 0..50i64 {
+            let store = LocalStore::open(dir.path())
+                .unwrap_or_else(|e| panic!("open {i} after a close: {e}"));
+            let before = doc.get_heads();
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "n", i).unwrap();
+            tx.commit();
+            store.append(&id, &doc.save_after(&before)).unwrap();
+            store.sync().unwrap();
+        }
+        let (loaded, _) = LocalStore::open(dir.path()).unwrap().load(&id).unwrap();
+        assert_eq!(loaded.get_heads(), doc.get_heads());
+    }
+
+    #[test]
+    fn a_store_open_elsewhere_is_refused_after_a_bounded_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = LocalStore::open(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let second = LocalStore::open(dir.path());
+        assert!(second.is_err(), "two stores open on one directory");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
 
     #[test]
     fn chunks_survive_reopen_and_compaction() {
