@@ -13,8 +13,11 @@
 //! another burst's worth was dropped is read no faster than the rate, so a flood costs the
 //! server what the rate allows, not what the sender can write). `sync` and `request` messages
 //! are paced, not dropped: a user whose connections together spend more than `--sync-burst`
-//! units (one per message, one more per KiB) faster than `--sync-per-second` is not read until
-//! back within budget, so one client cannot keep the documents it shares with others busy.
+//! units (one per message, one per KiB of it and one per KiB of the server's sync replies to it)
+//! faster than `--sync-per-second` is not read until back within budget, so one client cannot
+//! keep the documents it shares with others busy. What is queued for a connection is bounded in
+//! frames (`--send-queue`) and bytes (`--send-queue-bytes`); a client that does not read is
+//! disconnected.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{now_unix, AuthUser};
 use crate::error::ApiError;
-use crate::hub::SendQueue;
-use crate::hub::{DocCmd, Hub, Killer, PeerHandle};
+use crate::hub::{DocCmd, Hub, Killer, PeerHandle, SendQueue};
 use crate::metrics::Metrics;
 use crate::AppState;
 
@@ -105,10 +107,7 @@ impl SyncBudget {
 
     /// How long until the budget is out of debt, if it is in debt.
     fn deficit(&self) -> Option<Duration> {
-        let mut open = self.open.lock().unwrap();
-        let slot = open.get_mut(&self.user)?;
-        slot.sync.refill(Instant::now());
-        slot.sync.deficit()
+        self.charge(0.0)
     }
 }
 
