@@ -725,26 +725,74 @@ pub fn sanitize_heads(
 /// The first bytes of every automerge storage chunk.
 const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 
-/// Parses the `changes` of a sync message: change chunks, or document chunks (v2 messages), which
-/// may hold only the changes after the heads both sides share, so they are read on top of `base`.
-/// Changes whose dependencies are missing from both are left out (the peer sends them again once
-/// our heads show we lack them).
+/// Storage chunk types (automerge's binary format): a whole document, a change, a compressed change.
+const CHUNK_DOCUMENT: u8 = 0;
+const CHUNK_CHANGE: u8 = 1;
+const CHUNK_COMPRESSED: u8 = 2;
+
+/// Splits a run of concatenated storage chunks at their boundaries (each is magic, checksum, type,
+/// LEB128 length, data), returning each chunk's type and bytes. A v2 sync message carries all its
+/// changes as one such run.
+fn split_chunks(mut run: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
+    let bad = |why: &str| format!("undecodable changes: {why}");
+    let mut out = Vec::new();
+    while !run.is_empty() {
+        if !run.starts_with(&AUTOMERGE_MAGIC) {
+            return Err(bad("not an automerge chunk"));
+        }
+        // Magic and checksum, then the type.
+        let kind = *run.get(8).ok_or_else(|| bad("truncated chunk header"))?;
+        if !matches!(kind, CHUNK_DOCUMENT | CHUNK_CHANGE | CHUNK_COMPRESSED) {
+            return Err(bad(&format!("unknown chunk type {kind}")));
+        }
+        let mut len: u64 = 0;
+        let mut at = 9;
+        for shift in (0..64).step_by(7) {
+            let b = *run.get(at).ok_or_else(|| bad("truncated chunk header"))?;
+            at += 1;
+            len |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if shift + 7 >= 64 {
+                return Err(bad("chunk length out of range"));
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| at.checked_add(l))
+            .filter(|e| *e <= run.len())
+            .ok_or_else(|| bad("chunk longer than the message"))?;
+        out.push((kind, &run[..end]));
+        run = &run[end..];
+    }
+    Ok(out)
+}
+
+/// Parses the `changes` of a sync message into every change it carries: v1 messages hold one
+/// change chunk each; v2 messages hold one run of concatenated change chunks, or a whole document.
+/// Changes whose dependencies the server lacks are returned too, for the gate to hold until they
+/// arrive: dropping them here would leave the peer believing it sent them (automerge never sends a
+/// change twice on one connection), and the two sides asking each other for ever.
 pub fn parse_chunks<'a>(
     base: &Automerge,
     chunks: impl Iterator<Item = &'a [u8]>,
 ) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
-    for chunk in chunks {
-        match Change::from_bytes(chunk.to_vec()) {
-            Ok(c) => out.push(c),
-            Err(_) => {
-                if !chunk.starts_with(&AUTOMERGE_MAGIC) {
-                    return Err("undecodable changes: not an automerge chunk".into());
-                }
+    for run in chunks {
+        for (kind, chunk) in split_chunks(run)? {
+            if kind == CHUNK_DOCUMENT {
+                // A document chunk holds its whole history: read on top of `base`, only what
+                // `base` lacks is new, and every dependency is in one or the other.
                 let mut doc = base.clone();
                 doc.load_incremental(chunk)
                     .map_err(|e| format!("undecodable changes: {e}"))?;
                 out.extend(doc.get_changes(&base.get_heads()));
+            } else {
+                out.push(
+                    Change::from_bytes(chunk.to_vec())
+                        .map_err(|e| format!("undecodable changes: {e}"))?,
+                );
             }
         }
     }
@@ -923,24 +971,63 @@ mod tests {
         assert_eq!(cleaned, newer);
     }
 
-    #[test]
-    fn document_chunks_after_shared_heads_are_parsed_on_top_of_the_base() {
+    /// A document and `n` changes made on a fork of it, in order.
+    fn base_and_later(n: i64) -> (Automerge, Automerge) {
         let mut base = Automerge::new();
         let mut tx = base.transaction();
         tx.put(automerge::ROOT, "a", 1).unwrap();
         tx.commit();
         let mut peer = base.fork();
-        for i in 0..3 {
+        for i in 0..n {
             let mut tx = peer.transaction();
             tx.put(automerge::ROOT, "b", i).unwrap();
             tx.commit();
         }
-        // What the JS client sends: a document chunk holding only the changes after `base`.
-        let chunk = peer.save_after(&base.get_heads());
-        assert!(Change::from_bytes(chunk.clone()).is_err());
-        let parsed = parse_chunks(&base, std::iter::once(&chunk[..])).unwrap();
+        (base, peer)
+    }
+
+    #[test]
+    fn a_run_of_change_chunks_is_parsed_into_every_change() {
+        let (base, peer) = base_and_later(3);
+        // What a v2 sync message carries: the changes after `base`, concatenated in one chunk.
+        let run = peer.save_after(&base.get_heads());
+        assert!(Change::from_bytes(run.clone()).is_err());
+        let parsed = parse_chunks(&base, std::iter::once(&run[..])).unwrap();
         assert_eq!(parsed.len(), 3);
         assert!(parse_chunks(&base, std::iter::once(&b"garbage"[..])).is_err());
+        // Cut short, or with a byte flipped: refused, not half read.
+        assert!(parse_chunks(&base, std::iter::once(&run[..run.len() - 1])).is_err());
+        let mut flipped = run.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        assert!(parse_chunks(&base, std::iter::once(&flipped[..])).is_err());
+    }
+
+    #[test]
+    fn changes_whose_parents_are_missing_are_parsed_not_dropped() {
+        // The peer left out the first change after `base` (its hash was a false positive in our
+        // Bloom filter) and sent the rest as one run: every one of them must reach the gate,
+        // which holds them until the first arrives. Dropped here, the peer would never send them
+        // again on this connection (it remembers them as sent) and the sync would loop for ever.
+        let (base, peer) = base_and_later(4);
+        let changes = peer.get_changes(&base.get_heads());
+        let mut run = Vec::new();
+        for c in &changes[1..] {
+            run.extend_from_slice(c.raw_bytes());
+        }
+        let parsed = parse_chunks(&base, std::iter::once(&run[..])).unwrap();
+        let hashes: Vec<ChangeHash> = parsed.iter().map(Change::hash).collect();
+        let expected: Vec<ChangeHash> = changes[1..].iter().map(Change::hash).collect();
+        assert_eq!(hashes, expected);
+    }
+
+    #[test]
+    fn a_whole_document_chunk_yields_what_the_base_lacks() {
+        let (base, peer) = base_and_later(2);
+        let parsed = parse_chunks(&base, std::iter::once(&peer.save()[..])).unwrap();
+        assert_eq!(parsed.len(), 2);
+        let fresh = parse_chunks(&Automerge::new(), std::iter::once(&peer.save()[..])).unwrap();
+        assert_eq!(fresh.len(), 3);
     }
 
     /// Ana's proposal and `n` later edits of hers, plus one change she may not make (setting

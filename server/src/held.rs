@@ -7,7 +7,7 @@
 //! live, and only while its sender is connected (a phone that reconnects sends it again: nothing
 //! held was ever acknowledged). Every change dropped is counted in `/metrics` by reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,14 +99,28 @@ impl Held {
         self.map.get(hash)
     }
 
-    /// Holds `change` for `peer`, within the limits; a change already held stays as it was.
+    /// Holds `change` for `peer`, within the limits. A change already held for another connection
+    /// is held for `peer` from now on (if its share allows): the one that sent it last is the one
+    /// still waiting for it, and it will not send it again on this connection, so the change must
+    /// not go when the earlier sender's connection closes.
     pub fn hold(&mut self, change: Change, peer: &PeerHandle) -> Result<(), NotHeld> {
         let hash = change.hash();
-        if self.map.contains_key(&hash) {
+        let l = &self.limits;
+        if let Some(h) = self.map.get_mut(&hash) {
+            let bytes = h.bytes;
+            if h.peer.conn_id != peer.conn_id
+                && peer.held.changes.load(Ordering::Relaxed) < l.per_peer_changes
+                && peer.held.bytes.load(Ordering::Relaxed) + bytes <= l.per_peer_bytes
+            {
+                h.peer.held.changes.fetch_sub(1, Ordering::Relaxed);
+                h.peer.held.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                peer.held.changes.fetch_add(1, Ordering::Relaxed);
+                peer.held.bytes.fetch_add(bytes, Ordering::Relaxed);
+                h.peer = peer.clone();
+            }
             return Ok(());
         }
         let bytes = change.raw_bytes().len();
-        let l = &self.limits;
         let refused = if self.map.len() >= l.per_doc_changes || self.bytes + bytes > l.per_doc_bytes
         {
             Some(NotHeld::DocumentFull)
@@ -181,8 +195,9 @@ impl Held {
         gone.len()
     }
 
-    /// Drops what has waited longer than the time to live.
-    pub fn expire(&mut self, now: Instant) -> usize {
+    /// Drops what has waited longer than the time to live; returns the connections whose changes
+    /// were dropped (each still believes it sent them).
+    pub fn expire(&mut self, now: Instant) -> HashSet<u64> {
         let ttl = self.limits.ttl;
         let old: Vec<ChangeHash> = self
             .map
@@ -190,11 +205,11 @@ impl Held {
             .filter(|(_, h)| now.duration_since(h.since) >= ttl)
             .map(|(k, _)| *k)
             .collect();
-        for k in &old {
-            self.remove(k);
-        }
         self.metrics.held_dropped_expired.add(old.len() as u64);
-        old.len()
+        old.iter()
+            .filter_map(|k| self.remove(k))
+            .map(|h| h.peer.conn_id)
+            .collect()
     }
 
     /// When the oldest held change expires.
@@ -338,10 +353,30 @@ mod tests {
         assert_eq!(ready[0].0.hash(), child.hash());
         assert_eq!(held.len(), 1);
         let due = held.next_expiry().unwrap();
-        assert_eq!(held.expire(due - Duration::from_millis(1)), 0);
-        assert_eq!(held.expire(due), 1);
+        assert!(held.expire(due - Duration::from_millis(1)).is_empty());
+        assert_eq!(held.expire(due), HashSet::from([1]));
         assert!(held.is_empty());
         assert_eq!(metrics.held_dropped_expired.get(), 1);
         assert_eq!(a.held.changes(), 0);
+    }
+
+    #[test]
+    fn a_change_sent_again_is_held_for_its_latest_sender() {
+        // A phone's connection was cut while a change of its waited for its parent; the phone
+        // sends it again on its new connection before the server has seen the old one close.
+        // The change must outlive the old connection: the new one will not send it a third time.
+        let metrics = Arc::new(Metrics::default());
+        let mut held = Held::new(limits(10, 1 << 20), metrics.clone());
+        let (old, new) = (peer(1), peer(2));
+        let orphan = chain(1, 5).remove(0);
+        held.hold(orphan.clone(), &old).unwrap();
+        held.hold(orphan.clone(), &new).unwrap();
+        assert_eq!((old.held.changes(), new.held.changes()), (0, 1));
+        assert_eq!(held.drop_peer(1), 0);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held.get(&orphan.hash()).unwrap().peer.conn_id, 2);
+        assert_eq!(held.drop_peer(2), 1);
+        assert_eq!(new.held.changes(), 0);
+        assert_eq!(metrics.held_changes.get(), 0);
     }
 }

@@ -846,6 +846,11 @@ struct DocTask {
     pending: Held,
     /// Rejections to announce once the batch is durable.
     announce: Vec<(PeerHandle, String)>,
+    /// Connections some of whose changes were dropped unapplied (held too long, or over the held
+    /// limits). Automerge never sends a change twice on one connection, so such a peer would not
+    /// send them again: our next message to it carries a sync reset, which makes it forget what
+    /// it sent.
+    reset_due: HashSet<u64>,
     /// The batch wrote to the store's side tables (quarantine): wait for durability even when
     /// the document itself did not change.
     wrote_meta: bool,
@@ -872,6 +877,7 @@ impl DocTask {
             rejected: HashMap::new(),
             pending: Held::new(held_limits, metrics),
             announce: Vec::new(),
+            reset_due: HashSet::new(),
             wrote_meta: false,
         }
     }
@@ -936,7 +942,8 @@ impl DocTask {
                 match tokio::time::timeout_at(due.into(), rx.recv()).await {
                     Ok(cmd) => cmd,
                     Err(_) => {
-                        self.pending.expire(Instant::now());
+                        let dropped = self.pending.expire(Instant::now());
+                        self.reset_due.extend(dropped);
                         continue;
                     }
                 }
@@ -1025,7 +1032,9 @@ impl DocTask {
         let mut indexed = Vec::new();
         let had_header = self.header.is_some();
         if !self.pending.is_empty() {
-            self.pending.expire(started);
+            let dropped = self.pending.expire(started);
+            touched.extend(dropped.iter().copied());
+            self.reset_due.extend(dropped);
         }
         // Other nodes' writes first, while everything of ours is persisted (see `refresh`).
         if batch.iter().any(|c| matches!(c, DocCmd::Refresh)) {
@@ -1169,6 +1178,7 @@ impl DocTask {
                 }
                 DocCmd::Leave { conn_id } => {
                     self.peers.remove(&conn_id);
+                    self.reset_due.remove(&conn_id);
                     // Nothing held was acknowledged: the phone sends it again when it is back.
                     self.pending.drop_peer(conn_id);
                     touched.remove(&conn_id);
@@ -1354,6 +1364,9 @@ impl DocTask {
                 // next change.
                 continue;
             }
+            if self.reset_due.remove(&conn) {
+                p.state.needs_reset = true;
+            }
             if acked.contains(&conn) {
                 // The gate applied this peer's changes before automerge saw the message, so to
                 // automerge it looked like one that changes nothing and our new heads were
@@ -1394,6 +1407,8 @@ impl DocTask {
                 }
             }
         }
+        let peers = &self.peers;
+        self.reset_due.retain(|c| peers.contains_key(c));
         self.peers_gauge.store(self.peers.len(), Ordering::Relaxed);
         metrics
             .batch_seconds
@@ -1512,6 +1527,9 @@ impl DocTask {
                 not_held = Some(why);
                 dropped += 1;
             }
+        }
+        if dropped > 0 {
+            self.reset_due.insert(peer.conn_id);
         }
         if let Some(why) = not_held {
             let limits = &inner.config.held;

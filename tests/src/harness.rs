@@ -355,6 +355,37 @@ pub struct ProtoClient {
     pub received: Vec<Message>,
     pub bytes_in: usize,
     pub bytes_out: usize,
+    /// The last sync messages each way, summarized (for a test's failure message).
+    trace: std::collections::VecDeque<String>,
+}
+
+/// One line about a sync frame: direction, document, heads, need, have and changes.
+fn sync_summary(dir: &str, msg: &Message) -> Option<String> {
+    let (doc, data) = match msg {
+        Message::Sync(m) => (&m.document_id, &m.data),
+        Message::Request(m) => (&m.document_id, &m.data),
+        _ => return None,
+    };
+    let short = |h: &ChangeHash| h.to_string()[..8].to_string();
+    let m = automerge::sync::Message::decode(data).ok()?;
+    let changes: Vec<String> = m
+        .changes
+        .iter()
+        .map(|c| match automerge::Change::from_bytes(c.to_vec()) {
+            Ok(c) => short(&c.hash()),
+            Err(_) => format!("doc-chunk({}B)", c.len()),
+        })
+        .collect();
+    Some(format!(
+        "{dir} {doc}: heads {:?} need {:?} have {:?} changes {:?}",
+        m.heads.iter().map(short).collect::<Vec<_>>(),
+        m.need.iter().map(short).collect::<Vec<_>>(),
+        m.have
+            .iter()
+            .map(|h| h.last_sync.iter().map(short).collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        changes
+    ))
 }
 
 /// Opens a WebSocket with a token in the query (no join).
@@ -392,8 +423,26 @@ impl ProtoClient {
 
     pub async fn send_raw(&mut self, bytes: Vec<u8>) -> Result<()> {
         self.bytes_out += bytes.len();
+        if let Some(line) = Message::decode(&bytes)
+            .ok()
+            .and_then(|m| sync_summary("out", &m))
+        {
+            self.note(line);
+        }
         self.ws.send(WsMessage::Binary(bytes)).await?;
         Ok(())
+    }
+
+    fn note(&mut self, line: String) {
+        if self.trace.len() == 8 {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    /// The last sync messages each way, one line each.
+    pub fn trace(&self) -> String {
+        self.trace.iter().map(|l| format!("\n  {l}")).collect()
     }
 
     pub async fn send_ws(&mut self, msg: WsMessage) -> Result<()> {
@@ -416,6 +465,9 @@ impl ProtoClient {
                     self.bytes_in += b.len();
                     let msg =
                         Message::decode(&b).map_err(|e| anyhow!("server sent bad frame: {e}"))?;
+                    if let Some(line) = sync_summary("in", &msg) {
+                        self.note(line);
+                    }
                     self.received.push(msg.clone());
                     return Ok(Some(Event::Message(msg)));
                 }
@@ -505,10 +557,11 @@ impl ProtoClient {
                 }
                 bail!(
                     "document {id} did not settle in {limit:?}: ours {:?}, the server's {:?}, \
-                     {received} messages received, {} about other things",
+                     {received} messages received, {} about other things; last sync messages:{}",
                     doc.get_heads(),
                     self.server_heads(id),
-                    others.len()
+                    others.len(),
+                    self.trace()
                 );
             }
             let wait = if settled {
@@ -555,6 +608,7 @@ impl ProtoClient {
             received: Vec::new(),
             bytes_in: 0,
             bytes_out: 0,
+            trace: Default::default(),
         })
     }
 

@@ -256,6 +256,39 @@ fn orphans(doc: &Automerge, n: usize, pad: usize) -> (Vec<u8>, Vec<Vec<u8>>, Vec
     (raw[0].clone(), raw[1..].to_vec(), work.get_heads())
 }
 
+/// Whether a sync message about `id` carrying automerge's sync-reset flag (or, for a peer that
+/// does not understand it, empty heads) arrived: among those received from index `since` on, or
+/// within `wait` more.
+async fn sync_reset_within(
+    c: &mut ProtoClient,
+    id: DocumentId,
+    since: usize,
+    wait: Duration,
+) -> bool {
+    let is_reset = |m: &Message| match m {
+        Message::Sync(s) if s.document_id == id.to_string() => {
+            let m = sync::Message::decode(&s.data).unwrap();
+            m.flags
+                .is_some_and(|f| f.contains(sync::MessageFlags::SYNC_RESET))
+        }
+        _ => false,
+    };
+    if c.received[since..].iter().any(is_reset) {
+        return true;
+    }
+    let deadline = Instant::now() + wait;
+    while let Some(Event::Message(m)) = c
+        .next(deadline.saturating_duration_since(Instant::now()))
+        .await
+        .unwrap()
+    {
+        if is_reset(&m) {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test]
 async fn held_changes_are_bounded_expire_and_leave_with_their_sender() {
     let server =
@@ -280,6 +313,12 @@ async fn held_changes_are_bounded_expire_and_leave_with_their_sender() {
             .unwrap(),
         5.0
     );
+    // The sender believes it sent the five dropped ones, and automerge never sends a change twice
+    // on one connection: the server's answer tells it to forget what it sent.
+    assert!(
+        sync_reset_within(&mut ana, id, 0, Duration::from_secs(5)).await,
+        "no sync reset after changes were dropped over the limit"
+    );
     // They expire after the time to live, with no message needed.
     let held_now = wait_metric(
         &server,
@@ -295,8 +334,14 @@ async fn held_changes_are_bounded_expire_and_leave_with_their_sender() {
             .unwrap(),
         5.0
     );
-    // The well-behaved path still works, and nothing held was ever applied.
+    // The well-behaved path still works, and nothing held was ever applied. The expired changes'
+    // sender is told to forget what it sent in the next answer it gets.
+    let before = ana.received.len();
     still_syncs(&mut ana, id, &mut doc, " — sigue").await;
+    assert!(
+        sync_reset_within(&mut ana, id, before, Duration::ZERO).await,
+        "no sync reset after held changes expired"
+    );
 
     // Held changes of a connection that closes are dropped with it.
     let mut beto = ProtoClient::connect(&server.ws_url(&comas_leader("u-ana")), "peer-ana-2")
