@@ -515,9 +515,6 @@ impl Connection {
         self.cleanup();
     }
 
-    /// Runs one write to the session. A client that stops reading makes the write wait for room
-    /// that never comes; the kill switch (its send queue overflowed), shutdown and a stall of two
-    /// heartbeats must still end the connection, so the write never waits on them.
     /// A write waited two heartbeats: the client is not reading. Counted with the connections
     /// whose send queue filled.
     fn stalled(&self) -> End {
@@ -525,6 +522,9 @@ impl Connection {
         End::not_reading()
     }
 
+    /// Runs one write to the session. A client that stops reading makes the write wait for room
+    /// that never comes; the kill switch (its send queue overflowed), shutdown and a stall of two
+    /// heartbeats must still end the connection, so the write never waits on them.
     async fn guarded<F>(&self, write: F, kill: &CancellationToken) -> Sent
     where
         F: std::future::Future<Output = Result<(), actix_ws::Closed>>,

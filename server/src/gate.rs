@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{now_unix, AuthUser};
 use crate::store::{DocStore, StoreError, StoreResult};
+use crate::sync_limits::leb128_u32;
 
 pub const ACTORS: &str = "actors";
 const USERS: &str = "users";
@@ -740,27 +741,17 @@ fn split_chunks(mut run: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
         if !run.starts_with(&AUTOMERGE_MAGIC) {
             return Err(bad("not an automerge chunk"));
         }
-        // Magic and checksum, then the type.
+        // Magic and checksum, then the type and the data's length.
         let kind = *run.get(8).ok_or_else(|| bad("truncated chunk header"))?;
         if !matches!(kind, CHUNK_DOCUMENT | CHUNK_CHANGE | CHUNK_COMPRESSED) {
             return Err(bad(&format!("unknown chunk type {kind}")));
         }
-        let mut len: u64 = 0;
-        let mut at = 9;
-        for shift in (0..64).step_by(7) {
-            let b = *run.get(at).ok_or_else(|| bad("truncated chunk header"))?;
-            at += 1;
-            len |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                break;
-            }
-            if shift + 7 >= 64 {
-                return Err(bad("chunk length out of range"));
-            }
-        }
+        let mut rest = &run[9..];
+        let len = leb128_u32(&mut rest).ok_or_else(|| bad("bad chunk length"))?;
+        let header = run.len() - rest.len();
         let end = usize::try_from(len)
             .ok()
-            .and_then(|l| at.checked_add(l))
+            .and_then(|l| header.checked_add(l))
             .filter(|e| *e <= run.len())
             .ok_or_else(|| bad("chunk longer than the message"))?;
         out.push((kind, &run[..end]));

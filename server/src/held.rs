@@ -51,6 +51,22 @@ impl PeerHeld {
     pub fn changes(&self) -> usize {
         self.changes.load(Ordering::Relaxed)
     }
+
+    /// Whether one more change of `bytes` fits in this connection's share.
+    fn has_room(&self, bytes: usize, l: &HeldLimits) -> bool {
+        self.changes() < l.per_peer_changes
+            && self.bytes.load(Ordering::Relaxed) + bytes <= l.per_peer_bytes
+    }
+
+    fn add(&self, bytes: usize) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.changes.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 /// Why a change was not held.
@@ -107,15 +123,9 @@ impl Held {
         let hash = change.hash();
         let l = &self.limits;
         if let Some(h) = self.map.get_mut(&hash) {
-            let bytes = h.bytes;
-            if h.peer.conn_id != peer.conn_id
-                && peer.held.changes.load(Ordering::Relaxed) < l.per_peer_changes
-                && peer.held.bytes.load(Ordering::Relaxed) + bytes <= l.per_peer_bytes
-            {
-                h.peer.held.changes.fetch_sub(1, Ordering::Relaxed);
-                h.peer.held.bytes.fetch_sub(bytes, Ordering::Relaxed);
-                peer.held.changes.fetch_add(1, Ordering::Relaxed);
-                peer.held.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if h.peer.conn_id != peer.conn_id && peer.held.has_room(h.bytes, l) {
+                h.peer.held.sub(h.bytes);
+                peer.held.add(h.bytes);
                 h.peer = peer.clone();
             }
             return Ok(());
@@ -124,9 +134,7 @@ impl Held {
         let refused = if self.map.len() >= l.per_doc_changes || self.bytes + bytes > l.per_doc_bytes
         {
             Some(NotHeld::DocumentFull)
-        } else if peer.held.changes.load(Ordering::Relaxed) >= l.per_peer_changes
-            || peer.held.bytes.load(Ordering::Relaxed) + bytes > l.per_peer_bytes
-        {
+        } else if !peer.held.has_room(bytes, l) {
             Some(NotHeld::PeerFull)
         } else {
             None
@@ -135,8 +143,7 @@ impl Held {
             self.metrics.held_dropped_limit.add(1);
             return Err(why);
         }
-        peer.held.changes.fetch_add(1, Ordering::Relaxed);
-        peer.held.bytes.fetch_add(bytes, Ordering::Relaxed);
+        peer.held.add(bytes);
         self.metrics.held_changes.inc();
         self.bytes += bytes;
         self.map.insert(
@@ -154,8 +161,7 @@ impl Held {
     fn remove(&mut self, hash: &ChangeHash) -> Option<HeldChange> {
         let h = self.map.remove(hash)?;
         self.bytes -= h.bytes;
-        h.peer.held.changes.fetch_sub(1, Ordering::Relaxed);
-        h.peer.held.bytes.fetch_sub(h.bytes, Ordering::Relaxed);
+        h.peer.held.sub(h.bytes);
         self.metrics.held_changes.dec();
         Some(h)
     }

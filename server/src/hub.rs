@@ -87,8 +87,9 @@ pub struct PeerHandle {
     pub(crate) held: Arc<PeerHeld>,
     /// Charges the bytes of sync replies to this peer's own messages to its user's budget.
     reply_cost: Option<Arc<ReplyCost>>,
-    /// Bounds the bytes queued for the connection, besides `out`'s bound in frames.
-    queue: Option<Arc<SendQueue>>,
+    /// Bounds the bytes queued for the connection, besides `out`'s bound in frames (unbounded
+    /// unless [`Self::with_queue`] sets it).
+    queue: Arc<SendQueue>,
 }
 
 /// Bytes queued for one connection and not yet taken by it for its socket. A client that does
@@ -111,7 +112,7 @@ impl SendQueue {
     /// with something already queued (one message over the limit still goes out alone).
     fn put(&self, len: usize) -> bool {
         let before = self.bytes.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before + len > self.max {
+        if before > 0 && before.saturating_add(len) > self.max {
             self.bytes.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
@@ -171,13 +172,13 @@ impl PeerHandle {
             metrics,
             held: Arc::default(),
             reply_cost: None,
-            queue: None,
+            queue: Arc::new(SendQueue::new(usize::MAX)),
         }
     }
 
     /// Bounds what is queued for this peer in bytes too (see [`SendQueue`]).
     pub fn with_queue(mut self, queue: Arc<SendQueue>) -> Self {
-        self.queue = Some(queue);
+        self.queue = queue;
         self
     }
 
@@ -192,29 +193,29 @@ impl PeerHandle {
     pub fn send(&self, msg: &Message) -> bool {
         let frame = msg.encode();
         let len = frame.len();
-        if let Some(q) = &self.queue {
-            if !q.put(len) {
-                self.metrics.slow_consumers_closed.add(1);
-                self.kill.kill(format!(
-                    "send queue full: the client is not reading (over {} bytes waiting)",
-                    q.max
-                ));
-                return false;
+        if !self.queue.put(len) {
+            self.not_reading(format!(
+                "send queue full: the client is not reading (over {} bytes waiting)",
+                self.queue.max
+            ));
+            return false;
+        }
+        match self.out.try_send(frame) {
+            Ok(()) => true,
+            Err(e) => {
+                self.queue.taken(len);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.not_reading("send queue full: the client is not reading".into());
+                }
+                false
             }
         }
-        let full = match self.out.try_send(frame) {
-            Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Full(_)) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        };
-        if let Some(q) = &self.queue {
-            q.taken(len);
-        }
-        if full {
-            self.metrics.slow_consumers_closed.add(1);
-            self.kill.kill("send queue full: the client is not reading");
-        }
-        false
+    }
+
+    /// Closes a connection whose client does not read, counting it.
+    fn not_reading(&self, why: String) {
+        self.metrics.slow_consumers_closed.add(1);
+        self.kill.kill(why);
     }
 
     /// Sends `doc-unavailable` for a document.

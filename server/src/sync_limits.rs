@@ -66,7 +66,7 @@ pub fn checked(msg: sync::Message) -> Result<sync::Message, String> {
 }
 
 /// Reads one unsigned LEB128 value that fits in 32 bits.
-fn leb128_u32(input: &mut &[u8]) -> Option<u32> {
+pub(crate) fn leb128_u32(input: &mut &[u8]) -> Option<u32> {
     let mut value: u64 = 0;
     for (i, byte) in input.iter().enumerate().take(5) {
         value |= u64::from(byte & 0x7f) << (7 * i);
